@@ -1,0 +1,29 @@
+"""Blocks shared by several models: window bookkeeping, window attention, Swin blocks and encoder,
+channels-last conv blocks and the UNETR decoder.  Imports nothing else of medswin."""
+
+from .attention import WindowAttention
+from .conv import ChannelsLastConv3d, OutBlock, ResConvBlock, UpBlock
+from .decoder import UNETRDecoder
+from .norm import instance_norm_act
+from .swin import Mlp, PatchEmbed, PatchMerging3D, SwinBlock3D, SwinEncoder3D, SwinStage3D
+from .window import WindowLayout, get_window_layout, window_partition, window_reverse
+
+__all__ = [
+    "ChannelsLastConv3d",
+    "Mlp",
+    "OutBlock",
+    "PatchEmbed",
+    "PatchMerging3D",
+    "ResConvBlock",
+    "SwinBlock3D",
+    "SwinEncoder3D",
+    "SwinStage3D",
+    "UNETRDecoder",
+    "UpBlock",
+    "WindowAttention",
+    "WindowLayout",
+    "get_window_layout",
+    "instance_norm_act",
+    "window_partition",
+    "window_reverse",
+]

@@ -1,0 +1,120 @@
+"""Residual convolution blocks of the UNETR family, run in channels-last memory format.
+
+``ResConvBlock`` and ``UpBlock`` compute exactly what MONAI's ``UnetResBlock`` /
+``UnetrBasicBlock(res_block=True)`` and ``UnetrUpBlock`` compute (instance norm without affine,
+LeakyReLU 0.01, bias-free convolutions, a 1x1 projection on the residual when channels change),
+with the same parameter shapes, but:
+
+* every convolution sees channels-last input (oneDNN's fast path on CPU: 1.3-5x faster 3x3x3
+  convolutions, 3-5x faster 1x1x1 and transposed convolutions than the contiguous layout);
+* norm + residual add + activation are one fused op (:func:`~medswin.layers.norm.instance_norm_act`)
+  that keeps fewer full-resolution tensors for backward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .norm import instance_norm_act
+
+
+class ChannelsLastConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that runs on oneDNN's channels-last kernels on CPU and returns channels-last output.
+
+    For float32 on CPU PyTorch picks a slow im2col kernel with a contiguous output whenever
+    ``B * C * D * H`` of the input is small (every convolution of a tiny model at 64^3, the
+    bottleneck of any model); here oneDNN is called directly in that case.  1-3 input channels
+    (the first convolution on a CT or MRI volume) stay on PyTorch's kernel, which is faster there,
+    and the output is converted.  Parameters and results are those of ``nn.Conv3d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in, D, H, W)`` -> ``(B, out, D', H', W')`` in channels-last memory."""
+        x = to_channels_last(x)
+        if (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and x.shape[1] >= 4
+            and self.padding_mode == "zeros"
+            and not torch.is_autocast_enabled("cpu")
+            and torch.backends.mkldnn.is_available()
+        ):
+            return torch.ops.aten.mkldnn_convolution(
+                x, self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
+            )
+        return to_channels_last(self._conv_forward(x, self.weight, self.bias))
+
+
+def _conv(spatial_dims: int, cin: int, cout: int, kernel: int) -> nn.Module:
+    if spatial_dims == 3:
+        return ChannelsLastConv3d(cin, cout, kernel_size=kernel, padding=kernel // 2, bias=False)
+    return nn.Conv2d(cin, cout, kernel_size=kernel, padding=kernel // 2, bias=False)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Return ``x`` in channels-last memory format (a no-op when it already is)."""
+    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    return x.contiguous(memory_format=fmt)
+
+
+class ResConvBlock(nn.Module):
+    """Residual block ``lrelu(IN(conv2(lrelu(IN(conv1 x)))) + residual)`` (MONAI ``UnetResBlock``).
+
+    ``residual`` is ``x`` when channels match, else ``IN(conv3(x))`` with a 1x1 ``conv3``.
+    Maps ``(B, in, *spatial)`` -> ``(B, out, *spatial)`` with stride 1 and kernel ``kernel_size``.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, spatial_dims: int = 3, negative_slope: float = 0.01
+    ) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.conv1 = _conv(spatial_dims, in_channels, out_channels, kernel_size)
+        self.conv2 = _conv(spatial_dims, out_channels, out_channels, kernel_size)
+        self.conv3 = _conv(spatial_dims, in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in, *spatial)`` -> ``(B, out, *spatial)`` (channels-last memory)."""
+        x = to_channels_last(x)
+        # convolution outputs are temporaries: normalise them in place
+        h = instance_norm_act(self.conv1(x), None, self.negative_slope, inplace=True)
+        h = self.conv2(h)
+        residual = x if self.conv3 is None else instance_norm_act(self.conv3(x), None, None, inplace=True)
+        return instance_norm_act(h, residual, self.negative_slope, inplace=True)
+
+
+class UpBlock(nn.Module):
+    """Decoder step (MONAI ``UnetrUpBlock``): transposed conv x2, concatenate the skip, ResConvBlock.
+
+    ``forward(x, skip)``: ``x`` ``(B, in, *s)`` and ``skip`` ``(B, out, *2s)`` -> ``(B, out, *2s)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int = 3, upsample: int = 2) -> None:
+        super().__init__()
+        cls = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
+        self.transp_conv = cls(in_channels, out_channels, kernel_size=upsample, stride=upsample, bias=False)
+        self.conv_block = ResConvBlock(2 * out_channels, out_channels, spatial_dims=spatial_dims)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Upsample ``x``, concatenate ``skip`` on channels, refine."""
+        up = self.transp_conv(to_channels_last(x))
+        if up.shape[2:] != skip.shape[2:]:
+            raise ValueError(f"upsampled map {tuple(up.shape[2:])} does not match skip {tuple(skip.shape[2:])}")
+        return self.conv_block(torch.cat([up, to_channels_last(skip)], 1))
+
+
+class OutBlock(nn.Module):
+    """1x1 convolution to class logits (MONAI ``UnetOutBlock``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int = 3) -> None:
+        super().__init__()
+        cls = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        self.conv = cls(in_channels, out_channels, kernel_size=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, *spatial)`` -> ``(B, out, *spatial)``."""
+        return self.conv(to_channels_last(x))
+
+
