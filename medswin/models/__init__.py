@@ -1,0 +1,17 @@
+"""Model architectures and the registry that builds them by name (``create_model``)."""
+
+from ._registry import create_model, list_models, model_info, register_model, valid_kwargs
+from ._weights import LoadReport, WeightLoadError
+from .swin_unetr import SwinUNETR, load_monai_checkpoint
+
+__all__ = [
+    "LoadReport",
+    "SwinUNETR",
+    "WeightLoadError",
+    "create_model",
+    "list_models",
+    "load_monai_checkpoint",
+    "model_info",
+    "register_model",
+    "valid_kwargs",
+]

@@ -1,0 +1,112 @@
+"""Loading external weights with an explicit report: what matched, what is missing, what was ignored.
+
+Silent partial loads are the most common complaint about pretrained medical models (keys with a
+``module.`` prefix, ``fc`` vs ``linear``): every load here counts matched keys, logs the counts,
+raises when nothing matched and raises when a key matches by name but not by shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class WeightLoadError(RuntimeError):
+    """Raised when a checkpoint does not fit a model (nothing matches, or shapes disagree)."""
+
+
+@dataclass
+class LoadReport:
+    """Outcome of loading a state dict into a model (keys in the model's naming)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    derived: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line: ``loaded 150/150 keys from X (0 missing, 3 ignored)``."""
+        total = len(self.loaded) + len(self.missing)
+        return (
+            f"loaded {len(self.loaded)}/{total} keys from {self.source} "
+            f"({len(self.missing)} missing, {len(self.unexpected)} ignored, {len(self.derived)} derived buffers skipped)"
+        )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def unwrap_checkpoint(obj: object, source: str) -> dict[str, torch.Tensor]:
+    """Return the tensor dict of a checkpoint: plain state dict or one nested under a usual key."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state_dict", "network", "net"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise WeightLoadError(f"{source}: no state dict found (expected a dict of tensors, or one under 'state_dict'/'model')")
+
+
+def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
+    """Read a ``.pt``/``.pth`` checkpoint safely (``weights_only=True``) and unwrap its state dict."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # corrupt file, pickle with arbitrary objects, ...
+        raise WeightLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+    return unwrap_checkpoint(obj, str(path))
+
+
+def load_matching(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    *,
+    derived: Mapping[str, torch.Tensor] | None = None,
+    require: str = "",
+) -> LoadReport:
+    """Copy every tensor of ``state_dict`` whose key and shape match ``model``'s; report the rest.
+
+    ``derived`` holds keys the source carries but the model recomputes (e.g. position indices);
+    they are checked for equality elsewhere and only counted here.  ``require`` restricts
+    ``missing`` to model keys starting with that prefix (e.g. ``"encoder."`` for encoder weights).
+    Raises :class:`WeightLoadError` when no key matches or when a matching key has the wrong shape.
+    """
+    own = model.state_dict()
+    report = LoadReport(source, derived=sorted(derived or {}))
+    mismatched = []
+    to_load = {}
+    for key, value in state_dict.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+        else:
+            to_load[key] = value
+    if mismatched:
+        raise WeightLoadError(
+            f"{source}: {len(mismatched)} tensors have the wrong shape for this model (different configuration?): "
+            + "; ".join(mismatched[:5])
+            + (" ..." if len(mismatched) > 5 else "")
+        )
+    if not to_load:
+        sample = ", ".join(list(state_dict)[:3])
+        raise WeightLoadError(
+            f"{source}: none of its {len(state_dict)} keys match this model (is it another architecture?). "
+            f"First keys: {sample}"
+        )
+    model.load_state_dict(to_load, strict=False)
+    report.loaded = sorted(to_load)
+    report.missing = sorted(k for k in own if k not in to_load and k.startswith(require))
+    log.info(report.summary())
+    return report
