@@ -1,0 +1,1 @@
+"""Data: readers/writers, synthetic phantoms (more to come: dataset specs, transforms, datalists)."""
