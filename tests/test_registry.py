@@ -1,0 +1,73 @@
+"""Registry-wide contract, parametrised over every tiny preset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import medswin
+from medswin.models import create_model, list_models, model_info
+
+TINY = list_models("*_tiny")
+
+
+def _input(model, batch=1):
+    size = max(64, 2 * model.size_divisor)
+    return torch.randn(batch, model.in_channels, size, size, size)
+
+
+def test_registry_lists_presets_and_package_exports():
+    assert {"swin_unetr_tiny", "swin_unetr_small", "swin_unetr_base"} <= set(list_models())
+    assert list_models("swin_unetr_t*") == ["swin_unetr_tiny"]
+    assert medswin.create_model is create_model
+    info = model_info("swin_unetr_base", in_channels=1, out_channels=14)
+    assert 62.0e6 < info["params"] < 62.4e6  # the paper's 62.2M
+    assert info["size_divisor"] == 32 and info["default_roi"] == (96, 96, 96) and "Swin UNETR" in info["paper"]
+
+
+def test_unknown_model_suggests_names():
+    with pytest.raises(KeyError, match="swin_unetr_tiny"):
+        create_model("swin_unetr_tny", in_channels=1, out_channels=2)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_bad_kwargs_raise_type_error_naming_valid_ones(name):
+    with pytest.raises(TypeError, match="feature_size"):
+        create_model(name, in_channels=1, out_channels=2, img_size=(96, 96, 96))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_contract_shape_finite_deterministic_encoder(name):
+    model = create_model(name, in_channels=2, out_channels=3).eval()
+    x = _input(model)
+    with torch.no_grad():
+        out = model(x)
+        again = model(x)
+        feats = model.encoder(x)
+    assert out.shape == (1, 3, *x.shape[2:])
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, again)
+    assert len(feats) == len(model.encoder.out_channels) == len(model.encoder.reductions)
+    for f, c, r in zip(feats, model.encoder.out_channels, model.encoder.reductions):
+        assert f.shape == (1, c, *(s // r for s in x.shape[2:]))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_state_dict_round_trip(name, tmp_path):
+    model = create_model(name, in_channels=1, out_channels=2).eval()
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    other = create_model(name, in_channels=1, out_channels=2).eval()
+    other.load_state_dict(torch.load(path, weights_only=True))
+    x = _input(model)
+    with torch.no_grad():
+        assert torch.equal(model(x), other(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TINY)
+def test_every_parameter_receives_a_gradient(name):
+    model = create_model(name, in_channels=1, out_channels=2).train()
+    model(_input(model)).square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
