@@ -36,6 +36,18 @@ IN_CHANNELS, OUT_CHANNELS = 1, 14
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def cpu_name() -> str:
+    """CPU model and whether it has AMX / AVX512-BF16 (what makes bf16 fast), from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "CPU")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    extras = [name for name, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")) if flag in flags]
+    return f"{model}, {os.cpu_count()} cores" + (f", {'/'.join(extras)}" if extras else "")
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -124,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/swin_unetr_vs_monai_<device>.json)")
+    p.add_argument("--table", metavar="JSON", help="only print the markdown table of an earlier result")
     # worker mode
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
@@ -135,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = p.parse_args(argv)
     if opts.worker:
         print(json.dumps(worker(opts)))
+        return 0
+    if opts.table:
+        print(markdown_table(json.loads(Path(opts.table).read_text())))
         return 0
 
     import torch
@@ -160,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                         row["mem_ratio_vs_monai"] = res["medswin"]["peak_mem_gb"] / max(res["monai"]["peak_mem_gb"], 1e-9)
                         rows.append(row)
                         print(_format_row(row), flush=True)
-    device_name = torch.cuda.get_device_name() if opts.device == "cuda" else platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name() if opts.device == "cuda" else cpu_name()
     result = {
         "benchmark": "swin_unetr_vs_monai",
         "device": opts.device,
@@ -175,8 +191,32 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(opts.out) if opts.out else RESULTS / f"swin_unetr_vs_monai_{opts.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
+    print("\n" + markdown_table(result))
     print(f"\nwrote {out}")
     return 0
+
+
+def markdown_table(result: dict) -> str:
+    """The README's performance table for a result JSON."""
+    lines = [
+        f"Measured on {result['device_name']} ({result['threads']} threads), torch {result['torch']}, MONAI {result['monai']}.",
+        "",
+        "| preset | input | precision | MONAI fwd | MONAI+flash fwd | medswin fwd | vs flash | MONAI train | medswin train "
+        "| train speed-up | train memory |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = {(r["preset"], r["size"], r["precision"], r["mode"]): r for r in result["rows"]}
+    for (preset, size, precision, mode), fwd in rows.items():
+        if mode != "forward" or (preset, size, precision, "train") not in rows:
+            continue
+        tr = rows[(preset, size, precision, "train")]
+        lines.append(
+            f"| {preset} | {size}^3 | {precision} | {fwd['monai_time_s']:.2f} s | {fwd['monai_flash_time_s']:.2f} s "
+            f"| {fwd['medswin_time_s']:.2f} s | **{fwd['speedup_vs_monai_flash']:.2f}x** | {tr['monai_time_s']:.2f} s "
+            f"| {tr['medswin_time_s']:.2f} s | **{tr['speedup_vs_monai']:.2f}x** | {tr['medswin_peak_mem_gb']:.2f} / "
+            f"{tr['monai_peak_mem_gb']:.2f} GB (**{tr['mem_ratio_vs_monai']:.2f}x**) |"
+        )
+    return "\n".join(lines)
 
 
 def _format_row(r: dict) -> str:

@@ -8,6 +8,7 @@ error deep inside the network.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.inferers import sliding_window_inference
@@ -50,13 +51,6 @@ def predict_logits(
     return logits.float()
 
 
-def predict_labels(
-    model: nn.Module,
-    image: torch.Tensor,
-    roi_size: Sequence[int],
-    overlap: float = 0.5,
-    sw_batch_size: int = 1,
-    amp: str = "auto",
-) -> torch.Tensor:
-    """Label map ``(B, D, H, W)`` (argmax over classes) for ``image`` ``(B, in, D, H, W)``."""
-    return predict_logits(model, image, roi_size, overlap, sw_batch_size, amp).argmax(1)
+def predict_labels(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int], **kwargs: Any) -> torch.Tensor:
+    """Label map ``(B, D, H, W)`` (argmax over classes); arguments as :func:`predict_logits`."""
+    return predict_logits(model, image, roi_size, **kwargs).argmax(1)

@@ -67,23 +67,23 @@ class _BiasedWindowAttention(torch.autograd.Function):
             full = bias.to(acc) if group.mask_index is None else bias.to(acc) + masks[group.mask_index].to(acc)
             for start in range(group.start, group.stop, chunk):
                 sl = slice(start, min(start + chunk, group.stop))
-                qc, kc, vc, go = q[sl], k[sl], v[sl], grad_out[sl]
-                logits = torch.matmul(qc * scale, kc.transpose(-1, -2)).to(acc).add_(full)
+                # the (chunk, h, N, d) operands are small: bring them to fp32 once, so every
+                # (chunk, h, N, N) step runs in fp32 without casting copies
+                qc, kc, vc, go, oc = (t[sl].to(acc) for t in (q, k, v, grad_out, out))
+                logits = torch.matmul(qc * scale, kc.transpose(-1, -2)).add_(full)
                 if ctx.has_lse:
                     # probabilities below e^-30 (masked logits: -100) become exact zeros: left as
                     # they are they turn into denormals, which x86 multiplies ~5-10x slower
                     probs = F.threshold_(logits.sub_(lse[sl].unsqueeze(-1)), -30.0, -math.inf).exp_()
                 else:
                     probs = torch.softmax(logits, -1)
-                p_lo = probs.to(q.dtype)
-                dv[sl] = torch.matmul(p_lo.transpose(-1, -2), go)
-                dp = torch.matmul(go, vc.transpose(-1, -2)).to(acc)
-                delta = (go.to(acc) * out[sl].to(acc)).sum(-1, keepdim=True)
+                dv[sl] = torch.matmul(probs.transpose(-1, -2), go)
+                dp = torch.matmul(go, vc.transpose(-1, -2))
+                delta = (go * oc).sum(-1, keepdim=True)
                 ds = probs.mul_(dp.sub_(delta))  # softmax backward, in place on probs
                 dbias += ds.sum(0)
-                ds_lo = ds.to(q.dtype)
-                dq[sl] = torch.matmul(ds_lo, kc * scale)
-                dk[sl] = torch.matmul(ds_lo.transpose(-1, -2), qc * scale)
+                dq[sl] = torch.matmul(ds, kc * scale)
+                dk[sl] = torch.matmul(ds.transpose(-1, -2), qc * scale)
         return dq, dk, dv, dbias.to(bias.dtype), None, None, None
 
 

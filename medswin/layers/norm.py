@@ -38,7 +38,7 @@ def _like(flat: torch.Tensor, ref: torch.Tensor, spatial_dim: int) -> torch.Tens
 
 
 # elements per chunk of the chunked passes: small enough to stay in cache between the fused steps
-_CHUNK_ELEMENTS = 1 << 20
+_CHUNK_ELEMENTS = 1 << 18
 
 
 def _chunks(t: torch.Tensor, sd: int) -> tuple[torch.Tensor, ...]:
@@ -46,17 +46,28 @@ def _chunks(t: torch.Tensor, sd: int) -> tuple[torch.Tensor, ...]:
     return t.split(rows, dim=sd)
 
 
+def _to_acc(t: torch.Tensor, acc: torch.dtype) -> tuple[torch.Tensor, bool]:
+    """``t`` in the accumulation dtype, and whether that is a fresh copy (safe to modify in place)."""
+    return (t, False) if t.dtype == acc else (t.to(acc), True)
+
+
 class _InstanceNormAct(torch.autograd.Function):
+    """Chunked forward/backward.  Each chunk is brought to fp32 once (a no-op for fp32 input) and
+    every elementwise step then runs on that cache-resident copy; only the result is written back."""
+
     @staticmethod
     def forward(ctx, x, residual, slope, eps, inplace):  # type: ignore[override]
         xv, sd = _token_view(x)
         n_spatial = xv.shape[sd]
         acc = torch.promote_types(xv.dtype, torch.float32)  # statistics never below fp32
-        mean = xv.mean(sd, keepdim=True, dtype=acc).to(xv.dtype)
-        # two-pass variance, chunked: precise (sum-of-squares and vector_norm drift by 1e-4 on
-        # 96^3 maps) without a full-size temporary
-        sq = sum(c.sub(mean).square_().sum(sd, keepdim=True, dtype=acc) for c in _chunks(xv, sd))
-        rstd = torch.rsqrt(sq / n_spatial + eps).to(xv.dtype)
+        chunks = _chunks(xv, sd)
+        mean = sum(_to_acc(c, acc)[0].sum(sd, keepdim=True) for c in chunks) / n_spatial
+        # two-pass variance: precise where sum-of-squares (and vector_norm) drift by 1e-4 on 96^3 maps
+        sq = 0
+        for c in chunks:
+            t, fresh = _to_acc(c, acc)
+            sq = sq + (t.sub_(mean) if fresh else t - mean).square_().sum(sd, keepdim=True)
+        rstd = torch.rsqrt(sq / n_spatial + eps)
         rv = None
         if residual is not None:
             rv, residual_sd = _token_view(residual)
@@ -68,12 +79,16 @@ class _InstanceNormAct(torch.autograd.Function):
         else:
             out = torch.empty_like(xv)
         res_chunks = _chunks(rv, sd) if rv is not None else None
-        for i, (c_in, c_out) in enumerate(zip(_chunks(xv, sd), _chunks(out, sd))):
-            torch.sub(c_in, mean, out=c_out).mul_(rstd)
+        for i, (c_in, c_out) in enumerate(zip(chunks, _chunks(out, sd))):
+            t, fresh = _to_acc(c_in, acc)
+            t = t.sub_(mean) if fresh else torch.sub(t, mean, out=c_out)
+            t.mul_(rstd)
             if res_chunks is not None:
-                c_out.add_(res_chunks[i])
+                t.add_(res_chunks[i])
             if slope is not None:
-                torch.nn.functional.leaky_relu_(c_out, slope)
+                torch.nn.functional.leaky_relu_(t, slope)
+            if fresh:
+                c_out.copy_(t)
         result = x if inplace else _like(out, x, sd)
         ctx.slope, ctx.sd, ctx.has_residual = slope, sd, residual is not None
         # save the returned tensor itself (saving a view of a dirtied input is not allowed)
@@ -87,30 +102,30 @@ class _InstanceNormAct(torch.autograd.Function):
         out = _token_view(result)[0]
         grad = grad.contiguous(memory_format=_memory_format(sd, grad.dim()))
         g = _token_view(grad)[0]
-        acc = torch.promote_types(g.dtype, torch.float32)
+        acc = rstd.dtype
         n_spatial = out.shape[sd]
         g_chunks, out_chunks = _chunks(g, sd), _chunks(out, sd)
         res_chunks = _chunks(rv, sd) if ctx.has_residual else None
 
         def pre_activation(i: int) -> tuple[torch.Tensor, torch.Tensor]:
             # gradient through the activation and the normalised values, from the output alone
+            gc, oc = _to_acc(g_chunks[i], acc)[0], _to_acc(out_chunks[i], acc)[0]
             if slope is None:
-                gp, normed = g_chunks[i], out_chunks[i]
+                gp, normed = gc, oc
             else:
-                gp = torch.ops.aten.leaky_relu_backward(g_chunks[i], out_chunks[i], slope, True)
-                normed = torch.nn.functional.leaky_relu(out_chunks[i], 1.0 / slope)
+                gp = torch.ops.aten.leaky_relu_backward(gc, oc, slope, True)
+                normed = torch.nn.functional.leaky_relu(oc, 1.0 / slope)
             if res_chunks is not None:
                 normed = normed - res_chunks[i]
             return gp, normed
 
-        g_sum = torch.zeros_like(rstd, dtype=acc)
-        gn_sum = torch.zeros_like(rstd, dtype=acc)
+        g_sum = torch.zeros_like(rstd)
+        gn_sum = torch.zeros_like(rstd)
         for i in range(len(g_chunks)):
             gp, normed = pre_activation(i)
-            g_sum += gp.sum(sd, keepdim=True, dtype=acc)
-            gn_sum += (gp * normed).sum(sd, keepdim=True, dtype=acc)
-        g_mean = (g_sum / n_spatial).to(g.dtype)
-        gn_mean = (gn_sum / n_spatial).to(g.dtype)
+            g_sum += gp.sum(sd, keepdim=True)
+            gn_sum += (gp * normed).sum(sd, keepdim=True)
+        g_mean, gn_mean = g_sum / n_spatial, gn_sum / n_spatial
         need_res = ctx.has_residual and ctx.needs_input_grad[1]
         gx = torch.empty_like(g)
         g_res = torch.empty_like(g) if need_res else None
@@ -120,7 +135,12 @@ class _InstanceNormAct(torch.autograd.Function):
             gp, normed = pre_activation(i)
             if gres_chunks is not None:
                 gres_chunks[i].copy_(gp)
-            torch.sub(gp, g_mean, out=gx_chunks[i]).sub_(normed.mul(gn_mean)).mul_(rstd)
+            # gx = (gp - mean(gp) - normed * mean(gp * normed)) / std, in fp32 then stored
+            direct = gx_chunks[i].dtype == acc
+            t = torch.sub(gp, g_mean, out=gx_chunks[i]) if direct else gp - g_mean
+            t.addcmul_(normed, gn_mean, value=-1.0).mul_(rstd)
+            if not direct:
+                gx_chunks[i].copy_(t)
         grad_x = _like(gx, grad, sd)
         grad_res = _like(g_res, grad, sd) if g_res is not None else None
         return grad_x, grad_res, None, None, None

@@ -217,6 +217,22 @@ _OURS_TO_MONAI: list[tuple[str, str]] = [
 ]
 
 
+def _rename(key: str, to_ours: bool) -> str | None:
+    """Map one key between MONAI's and medswin's naming, or ``None`` when no rule applies.
+
+    ``<n>`` marks stage/skip numbers (MONAI ``layers1..4`` = stages 0..3, ``encoder2..4`` = skip
+    blocks 0..2); ``[n]`` marks decoder numbers (MONAI ``decoder5..1`` = ``up_blocks`` 0..4).
+    """
+    for pattern, repl in _MONAI_TO_OURS if to_ours else _OURS_TO_MONAI:
+        if re.match(pattern, key):
+            new = re.sub(pattern, repl, key)
+            skip = "skip_blocks" in new if to_ours else new.startswith("encoder<")
+            step = (2 if skip else 1) * (-1 if to_ours else 1)
+            new = re.sub(r"<(\d+)>", lambda m: str(int(m.group(1)) + step), new)
+            return re.sub(r"\[(\d+)\]", lambda m: str(5 - int(m.group(1))), new)
+    return None
+
+
 def _clean_monai_key(key: str) -> str:
     """Normalise prefixes of MONAI / research-contributions checkpoints to ``SwinUNETR`` naming."""
     if key.startswith("module."):
@@ -241,15 +257,7 @@ def monai_to_medswin(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
         if key.endswith("attn.relative_position_index"):
             derived[raw] = value
             continue
-        for pattern, repl in _MONAI_TO_OURS:
-            if re.match(pattern, key):
-                new = re.sub(pattern, repl, key)
-                new = re.sub(r"<(\d+)>", lambda m: str(int(m.group(1)) - (2 if "skip_blocks" in new else 1)), new)
-                new = re.sub(r"\[(\d+)\]", lambda m: str(5 - int(m.group(1))), new)
-                converted[new] = value
-                break
-        else:
-            converted[raw] = value
+        converted[_rename(key, to_ours=True) or raw] = value
     return converted, derived
 
 
@@ -257,15 +265,10 @@ def medswin_to_monai(state_dict: Mapping[str, torch.Tensor], model: SwinUNETR) -
     """Rename medswin SwinUNETR keys to MONAI's and add MONAI's ``relative_position_index`` buffers."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        for pattern, repl in _OURS_TO_MONAI:
-            if re.match(pattern, key):
-                new = re.sub(pattern, repl, key)
-                new = re.sub(r"<(\d+)>", lambda m: str(int(m.group(1)) + (2 if new.startswith("encoder<") else 1)), new)
-                new = re.sub(r"\[(\d+)\]", lambda m: str(5 - int(m.group(1))), new)
-                out[new] = value
-                break
-        else:
+        new = _rename(key, to_ours=False)
+        if new is None:
             raise KeyError(f"no MONAI name for parameter {key!r}")
+        out[new] = value
         if key.endswith("attn.relative_position_bias_table"):
             block = model.get_submodule(key.rsplit(".", 1)[0])
             out[new.replace("relative_position_bias_table", "relative_position_index")] = block.relative_position_index.clone()
