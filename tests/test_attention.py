@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from medswin.layers.attention import WindowAttention
+from medswin.layers.attention import WindowAttention3D
 from medswin.layers.window import get_window_layout
 
 
@@ -22,7 +22,7 @@ def _region(p: int, size: int, w: int, s: int) -> int:
     return 0 if p < size - w else (1 if p < size - s else 2)
 
 
-def brute_force(x, attn: WindowAttention, window, shift):
+def brute_force(x, attn: WindowAttention3D, window, shift):
     """Attention output for tokens ``x`` ``(B, *grid, C)`` computed window by window."""
     b, *grid, c = x.shape
     nd = len(grid)
@@ -89,7 +89,7 @@ CASES = [
 @pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_window_attention_equals_brute_force(grid, window, shifted, version):
-    attn = WindowAttention(8, 2, window, version=version).double()
+    attn = WindowAttention3D(8, 2, window, version=version).double()
     with torch.no_grad():
         for p in attn.parameters():
             p.normal_(0, 0.3)
@@ -107,7 +107,7 @@ def test_window_attention_equals_brute_force(grid, window, shifted, version):
 def test_training_path_gradients_equal_brute_force(version):
     """The memory-lean training path (flash forward + recomputing backward) gives exact gradients."""
     grid, window, shift = (5, 9, 7), (4, 4, 4), (2, 2, 2)
-    attn = WindowAttention(8, 2, window, version=version).double().train()
+    attn = WindowAttention3D(8, 2, window, version=version).double().train()
     with torch.no_grad():
         for p in attn.parameters():
             p.normal_(0, 0.3)
@@ -126,7 +126,7 @@ def test_training_path_gradients_equal_brute_force(version):
 
 @pytest.mark.parametrize("window", [(7, 7, 7), (4, 4, 4), (5, 6, 7), (7, 7)])
 def test_v2_continuous_position_bias_shapes(window):
-    attn = WindowAttention(12, 3, window, version="v2")
+    attn = WindowAttention3D(12, 3, window, version="v2")
     table = attn.cpb_coordinates(window)
     assert table.shape == (math.prod(2 * w - 1 for w in window), len(window))
     # d_hat = 8 d / (W - 1) reaches 8 at the window edge: log2(1 + 8) / log2(8)
@@ -142,7 +142,7 @@ def test_v2_continuous_position_bias_shapes(window):
 
 
 def test_v2_logit_scale_is_clamped_at_ln_100():
-    attn = WindowAttention(8, 2, (4, 4, 4), version="v2")
+    attn = WindowAttention3D(8, 2, (4, 4, 4), version="v2")
     with torch.no_grad():
         attn.logit_scale.fill_(10.0)
     layout = get_window_layout(1, (4, 4, 4), (4, 4, 4), (0, 0, 0), torch.device("cpu"))
@@ -152,6 +152,6 @@ def test_v2_logit_scale_is_clamped_at_ln_100():
 
 def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="divisible"):
-        WindowAttention(10, 3, (7, 7, 7))
+        WindowAttention3D(10, 3, (7, 7, 7))
     with pytest.raises(ValueError, match="v1"):
-        WindowAttention(12, 3, (7, 7, 7), version="v3")
+        WindowAttention3D(12, 3, (7, 7, 7), version="v3")

@@ -71,3 +71,11 @@ def test_every_parameter_receives_a_gradient(name):
     model(_input(model)).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert missing == []
+
+
+def test_swin_encoder_runs_in_2d_for_biplanar_models():
+    from medswin.layers import SwinEncoder3D
+
+    enc = SwinEncoder3D(1, 12, depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24), window_size=(7, 7), patch_size=(2, 2))
+    feats = enc(torch.randn(2, 1, 128, 160))
+    assert [tuple(f.shape) for f in feats] == [(2, 12 * 2**i, 64 // 2**i, 80 // 2**i) for i in range(5)]

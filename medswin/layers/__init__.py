@@ -1,7 +1,7 @@
 """Blocks shared by several models: window bookkeeping, window attention, Swin blocks and encoder,
 channels-last conv blocks and the UNETR decoder.  Imports nothing else of medswin."""
 
-from .attention import WindowAttention
+from .attention import WindowAttention3D
 from .conv import ChannelsLastConv3d, OutBlock, ResConvBlock, UpBlock
 from .decoder import UNETRDecoder
 from .norm import instance_norm_act
@@ -20,7 +20,7 @@ __all__ = [
     "SwinStage3D",
     "UNETRDecoder",
     "UpBlock",
-    "WindowAttention",
+    "WindowAttention3D",
     "WindowLayout",
     "get_window_layout",
     "instance_norm_act",

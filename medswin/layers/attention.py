@@ -1,6 +1,6 @@
 """Window attention for Swin blocks (2D or 3D), computed with ``scaled_dot_product_attention``.
 
-``WindowAttention`` implements both position-bias flavours:
+``WindowAttention3D`` (3D windows; 2D windows work the same) implements both position-bias flavours:
 
 * ``version="v1"`` (Swin V1, MONAI's ``WindowAttention``): ``softmax(q k^T / sqrt(d) + B + M) v``
   with a learned table ``B`` of shape ``(prod(2W-1), heads)`` indexed by relative offsets;
@@ -112,8 +112,8 @@ def _attend(q, k, v, bias, masks, groups, scale, dropout_p=0.0, with_lse=False):
     return out, (torch.cat(lses, 0) if use_flash else None)
 
 
-class WindowAttention(nn.Module):
-    """Multi-head self-attention inside (shifted) windows.
+class WindowAttention3D(nn.Module):
+    """Multi-head self-attention inside (shifted) windows; 3D windows, or 2D for Swin-X2S's encoder.
 
     Args:
         dim: token channels ``C``.

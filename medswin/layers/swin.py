@@ -18,7 +18,7 @@ from monai.networks.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import WindowAttention
+from .attention import WindowAttention3D
 from .conv import ResConvBlock
 from .window import get_window_layout
 
@@ -81,7 +81,7 @@ class SwinBlock3D(nn.Module):
         self.shift_size = tuple(shift_size)
         self.attn_version = attn_version
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads, self.window_size, qkv_bias, attn_drop, drop, attn_version)
+        self.attn = WindowAttention3D(dim, num_heads, self.window_size, qkv_bias, attn_drop, drop, attn_version)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
