@@ -1,0 +1,232 @@
+"""Dataset specifications: ``datasets.yaml`` entries loaded into validated :class:`DatasetSpec` objects.
+
+The built-in registry ships inside the package (``medswin/data/datasets.yaml``, linked from the
+repository root); users add or override entries with their own YAML files::
+
+    specs = load_dataset_specs(["my_datasets.yaml"])
+    spec = get_dataset_spec("btcv")
+    spec.out_channels   # 14 (background + 13 organs)
+
+Every validation error names the file, the entry and the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("decathlon", "nnunet", "brats", "btcv", "flat")
+FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", "dicom")
+NORMALIZATIONS = ("ct", "zscore")
+REQUIRED = (
+    "description", "channel_names", "labels", "file_ending", "layout", "target_spacing", "normalization",
+    "roi_size", "licence", "source",
+)  # fmt: skip
+OPTIONAL = ("task", "regions", "case_pattern", "channel_suffixes", "citation")
+
+
+class DatasetSpecError(ValueError):
+    """A ``datasets.yaml`` entry is missing a key or has an invalid value (message names both)."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One validated dataset entry.  See ``datasets.yaml`` for the meaning of each field."""
+
+    name: str
+    description: str
+    channel_names: tuple[str, ...]
+    labels: dict[str, int]
+    file_ending: str
+    layout: str
+    target_spacing: tuple[float, float, float]
+    normalization: dict[str, Any]
+    roi_size: tuple[int, int, int]
+    licence: str
+    source: str
+    task: str = "segmentation"
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    case_pattern: str | None = None
+    channel_suffixes: dict[str, str] = field(default_factory=dict)
+    citation: str | None = None
+    origin: str = "<built-in>"
+
+    @property
+    def num_channels(self) -> int:
+        """Input channels (modalities)."""
+        return len(self.channel_names)
+
+    @property
+    def label_values(self) -> tuple[int, ...]:
+        """Every value allowed in a label file, sorted (background 0 included)."""
+        return tuple(sorted(self.labels.values()))
+
+    @property
+    def out_channels(self) -> int:
+        """Network outputs: one per region (sigmoid) when regions are defined, else one per label (softmax)."""
+        return len(self.regions) if self.regions else len(self.labels)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of each output channel."""
+        if self.regions:
+            return tuple(self.regions)
+        return tuple(sorted(self.labels, key=self.labels.__getitem__))
+
+    @property
+    def is_ct(self) -> bool:
+        """True for CT-window normalisation."""
+        return self.normalization["type"] == "ct"
+
+
+def _fail(origin: str, name: str, key: str, problem: str) -> DatasetSpecError:
+    return DatasetSpecError(f"{origin}: entry {name!r}: key {key!r}: {problem}")
+
+
+def _triple(origin: str, name: str, key: str, value: Any, kind: type) -> tuple:
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3:
+        raise _fail(origin, name, key, f"expected 3 numbers (x, y, z), got {value!r}")
+    try:
+        out = tuple(kind(v) for v in value)
+    except (TypeError, ValueError):
+        raise _fail(origin, name, key, f"expected 3 numbers (x, y, z), got {value!r}") from None
+    if kind is int and any(float(v) != int(v) for v in value):
+        raise _fail(origin, name, key, f"expected whole numbers, got {value!r}")
+    if any(v <= 0 for v in out):
+        raise _fail(origin, name, key, f"values must be positive, got {value!r}")
+    return out
+
+
+def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") -> DatasetSpec:
+    """Validate one YAML entry and build its :class:`DatasetSpec` (raises :class:`DatasetSpecError`)."""
+    if not isinstance(entry, Mapping):
+        raise DatasetSpecError(f"{origin}: entry {name!r} must be a mapping of keys, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        raise _fail(origin, name, unknown[0], f"unknown key (valid keys: {', '.join(REQUIRED + OPTIONAL)})")
+    for key in REQUIRED:
+        if key not in entry or entry[key] in (None, ""):
+            raise _fail(origin, name, key, "missing")
+
+    channels = entry["channel_names"]
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        raise _fail(origin, name, "channel_names", f"expected a non-empty list of names, got {channels!r}")
+    if len(set(channels)) != len(channels):
+        raise _fail(origin, name, "channel_names", f"duplicate channel names in {channels}")
+
+    labels = entry["labels"]
+    if not isinstance(labels, Mapping) or not labels:
+        raise _fail(origin, name, "labels", "expected a mapping name -> integer value")
+    for lname, value in labels.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _fail(origin, name, "labels", f"value of {lname!r} must be a non-negative integer, got {value!r}")
+    if 0 not in labels.values():
+        raise _fail(origin, name, "labels", "background must have value 0")
+    if len(set(labels.values())) != len(labels):
+        raise _fail(origin, name, "labels", f"two labels share a value: {dict(labels)}")
+
+    regions: dict[str, tuple[int, ...]] = {}
+    for rname, values in (entry.get("regions") or {}).items():
+        if not isinstance(values, list) or not values:
+            raise _fail(origin, name, "regions", f"region {rname!r} must list label values, got {values!r}")
+        bad = [v for v in values if v not in labels.values() or v == 0]
+        if bad:
+            raise _fail(origin, name, "regions", f"region {rname!r} uses {bad}, which are not foreground label values")
+        regions[str(rname)] = tuple(int(v) for v in values)
+
+    if entry["file_ending"] not in FILE_ENDINGS:
+        raise _fail(origin, name, "file_ending", f"{entry['file_ending']!r} is not one of {', '.join(FILE_ENDINGS)}")
+    if entry["layout"] not in LAYOUTS:
+        raise _fail(origin, name, "layout", f"{entry['layout']!r} is not one of {', '.join(LAYOUTS)}")
+
+    norm = entry["normalization"]
+    if not isinstance(norm, Mapping) or norm.get("type") not in NORMALIZATIONS:
+        raise _fail(origin, name, "normalization", f"needs type: ct or zscore, got {norm!r}")
+    norm = dict(norm)
+    if norm["type"] == "ct":
+        for k in ("a_min", "a_max"):
+            if not isinstance(norm.get(k), (int, float)):
+                raise _fail(origin, name, "normalization", f"CT window needs a number for {k!r}")
+        if norm["a_min"] >= norm["a_max"]:
+            raise _fail(origin, name, "normalization", f"a_min {norm['a_min']} must be below a_max {norm['a_max']}")
+        norm.setdefault("b_min", 0.0)
+        norm.setdefault("b_max", 1.0)
+        norm.setdefault("clip", True)
+    else:
+        norm.setdefault("nonzero", True)
+        norm.setdefault("channel_wise", True)
+
+    suffixes = dict(entry.get("channel_suffixes") or {})
+    if entry["layout"] == "brats":
+        if not entry.get("case_pattern"):
+            raise _fail(origin, name, "case_pattern", "the brats layout needs a case folder pattern, e.g. 'BraTS2021_*'")
+        missing = [c for c in [*channels, "label"] if c not in suffixes]
+        if missing:
+            raise _fail(origin, name, "channel_suffixes", f"the brats layout needs a file suffix for {missing}")
+
+    return DatasetSpec(
+        name=name,
+        description=str(entry["description"]),
+        channel_names=tuple(channels),
+        labels={str(k): int(v) for k, v in labels.items()},
+        file_ending=entry["file_ending"],
+        layout=entry["layout"],
+        target_spacing=_triple(origin, name, "target_spacing", entry["target_spacing"], float),
+        normalization=norm,
+        roi_size=_triple(origin, name, "roi_size", entry["roi_size"], int),
+        licence=str(entry["licence"]),
+        source=str(entry["source"]),
+        task=str(entry.get("task", "segmentation")),
+        regions=regions,
+        case_pattern=entry.get("case_pattern"),
+        channel_suffixes={str(k): str(v) for k, v in suffixes.items()},
+        citation=entry.get("citation"),
+        origin=origin,
+    )
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DatasetSpecError(f"{origin}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise DatasetSpecError(f"{origin}: expected a mapping of dataset names to entries")
+    return dict(data)
+
+
+def builtin_specs_text() -> str:
+    """The packaged ``datasets.yaml``."""
+    return resources.files("medswin.data").joinpath("datasets.yaml").read_text()
+
+
+def load_dataset_specs(extra_files: Iterable[str | Path] = ()) -> dict[str, DatasetSpec]:
+    """The built-in specs plus those in ``extra_files`` (later files override earlier entries)."""
+    specs = {name: parse_spec(name, e) for name, e in _read_yaml(builtin_specs_text(), "<built-in>").items()}
+    for path in extra_files:
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetSpecError(f"{path}: dataset file not found")
+        for name, entry in _read_yaml(path.read_text(), str(path)).items():
+            if name in specs:
+                log.info("%s: entry %r overrides the built-in one", path, name)
+            specs[name] = parse_spec(str(name), entry, str(path))
+    return specs
+
+
+def get_dataset_spec(name: str, extra_files: Iterable[str | Path] = ()) -> DatasetSpec:
+    """One spec by name; an unknown name lists the available ones."""
+    specs = load_dataset_specs(extra_files)
+    if name not in specs:
+        raise DatasetSpecError(f"unknown dataset {name!r}; known: {', '.join(sorted(specs))} (add yours with --datasets FILE)")
+    return specs[name]
