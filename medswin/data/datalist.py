@@ -1,0 +1,244 @@
+"""Datalists: find the cases of a dataset folder in any of the usual layouts, and split them into folds.
+
+A datalist item is a MONAI-style dict ``{"case": id, "image": [path, ...], "label": path | None}``
+with one image path per channel file (a single 4D file for Decathlon multi-channel images);
+``LoadImaged`` stacks a list of paths as channels.  Supported layouts:
+
+* ``decathlon``: ``dataset.json`` with ``training`` (and ``test``) lists of relative paths;
+* ``nnunet``: ``imagesTr/{case}_{XXXX}{ending}`` per channel + ``labelsTr/{case}{ending}``
+  (``imagesTs`` for test cases);
+* ``brats``: one folder per case, ``{case}{suffix}{ending}`` per channel and label (2021 and 2023 naming);
+* ``btcv``: ``img/img00NN`` + ``label/label00NN`` (under ``RawData/Training`` or not), or MONAI's
+  ``dataset_0.json`` when present;
+* ``flat``: ``images/`` + ``labels/`` (or ``imagesTr``/``labelsTr`` without a ``dataset.json``)
+  matched by file name.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .io import DataError
+from .spec import DatasetSpec
+
+Item = dict[str, Any]
+VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def _strip_ending(name: str) -> str:
+    for ending in VOLUME_ENDINGS:
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return name
+
+
+def _volumes(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(VOLUME_ENDINGS) and not p.name.startswith("."))
+
+
+def detect_layout(root: str | Path) -> str:
+    """Guess the layout of ``root`` from its files (raises :class:`DataError` when nothing fits)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    dataset_json = root / "dataset.json"
+    if dataset_json.is_file():
+        meta = _read_json(dataset_json)
+        if "training" in meta:
+            return "decathlon"
+        if "channel_names" in meta or "file_ending" in meta:
+            return "nnunet"
+    if (root / "dataset_0.json").is_file() or (root / "RawData").is_dir() or ((root / "img").is_dir() and (root / "label").is_dir()):
+        return "btcv"
+    subdirs = [d for d in root.iterdir() if d.is_dir()]
+    if any(re.match(r"BraTS", d.name) for d in subdirs):
+        return "brats"
+    if (root / "images").is_dir() or (root / "imagesTr").is_dir():
+        return "flat"
+    raise DataError(root, "cannot tell the dataset layout (expected dataset.json, imagesTr/, images/, BraTS case folders or BTCV img/label)")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"cannot read JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "expected a JSON object")
+    return data
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    return (root / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+
+
+def _decathlon(root: Path) -> dict[str, list[Item]]:
+    meta = _read_json(root / "dataset.json")
+    out: dict[str, list[Item]] = {}
+    for section in ("training", "validation", "test"):
+        items = []
+        for entry in meta.get(section, []):
+            if isinstance(entry, str):  # MSD test lists are plain paths
+                entry = {"image": entry}
+            if "image" not in entry:
+                raise DataError(root / "dataset.json", f"an entry of {section!r} has no 'image': {entry}")
+            images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+            label = entry.get("label")
+            case = _strip_ending(Path(images[0]).name)
+            items.append({"case": case, "image": [_resolve(root, p) for p in images], "label": _resolve(root, label) if label else None})
+        if items:
+            out[section] = items
+    return out
+
+
+def _nnunet_folder(images: Path, labels: Path | None, ending: str, channels: int | None) -> list[Item]:
+    groups: dict[str, dict[int, Path]] = {}
+    for path in sorted(images.glob(f"*{ending}")):
+        m = re.match(rf"(.+)_(\d{{4}}){re.escape(ending)}$", path.name)
+        if not m:
+            raise DataError(path, f"not an nnU-Net image name (expected CASE_XXXX{ending})")
+        groups.setdefault(m.group(1), {})[int(m.group(2))] = path
+    items = []
+    for case, files in sorted(groups.items()):
+        expected = channels if channels is not None else max(files) + 1
+        missing = [c for c in range(expected) if c not in files]
+        if missing:
+            raise DataError(images, f"case {case!r} lacks channel file(s) {[f'{case}_{c:04d}{ending}' for c in missing]}")
+        label = labels / f"{case}{ending}" if labels is not None else None
+        items.append({"case": case, "image": [files[c] for c in range(expected)], "label": label})
+    return items
+
+
+def _nnunet(root: Path, spec: DatasetSpec | None) -> dict[str, list[Item]]:
+    meta = _read_json(root / "dataset.json") if (root / "dataset.json").is_file() else {}
+    ending = meta.get("file_ending") or (spec.file_ending if spec else ".nii.gz")
+    channels = len(meta["channel_names"]) if "channel_names" in meta else (spec.num_channels if spec else None)
+    out = {"training": _nnunet_folder(root / "imagesTr", root / "labelsTr", ending, channels)}
+    if (root / "imagesTs").is_dir():
+        labels_ts = root / "labelsTs" if (root / "labelsTs").is_dir() else None
+        out["test"] = _nnunet_folder(root / "imagesTs", labels_ts, ending, channels)
+    return out
+
+
+def _brats(root: Path, spec: DatasetSpec | None) -> dict[str, list[Item]]:
+    if spec is None or spec.layout != "brats":
+        # infer the naming from the first case folder
+        first = next((d for d in sorted(root.iterdir()) if d.is_dir() and d.name.startswith("BraTS")), None)
+        year = 2023 if first is not None and first.name.startswith("BraTS-") else 2021
+        from .spec import get_dataset_spec
+
+        spec = get_dataset_spec(f"brats{year}")
+    ending = spec.file_ending
+    items = []
+    for case_dir in sorted(root.glob(spec.case_pattern or "*")):
+        if not case_dir.is_dir():
+            continue
+        case = case_dir.name
+        images = [case_dir / f"{case}{spec.channel_suffixes[c]}{ending}" for c in spec.channel_names]
+        label = case_dir / f"{case}{spec.channel_suffixes['label']}{ending}"
+        items.append({"case": case, "image": images, "label": label if label.exists() else None})
+    if not items:
+        raise DataError(root, f"no case folders matching {spec.case_pattern!r}")
+    return {"training": items}
+
+
+def _btcv(root: Path) -> dict[str, list[Item]]:
+    if (root / "dataset_0.json").is_file():
+        meta = _read_json(root / "dataset_0.json")
+        out = {}
+        for section in ("training", "validation", "test"):
+            entries = meta.get(section, [])
+            if entries:
+                out[section] = [
+                    {
+                        "case": _strip_ending(Path(e["image"] if isinstance(e, dict) else e).name),
+                        "image": [_resolve(root, e["image"] if isinstance(e, dict) else e)],
+                        "label": _resolve(root, e["label"]) if isinstance(e, dict) and e.get("label") else None,
+                    }
+                    for e in entries
+                ]
+        return out
+    base = root / "RawData" / "Training" if (root / "RawData" / "Training").is_dir() else root
+    if not (base / "img").is_dir():
+        raise DataError(root, "BTCV layout expects img/ and label/ (optionally under RawData/Training)")
+    items = []
+    for img in _volumes(base / "img"):
+        m = re.match(r"img(\d+)", img.name)
+        if not m:
+            continue
+        label = base / "label" / img.name.replace("img", "label", 1)
+        items.append({"case": f"img{m.group(1)}", "image": [img], "label": label})
+    return {"training": items}
+
+
+def _flat(root: Path) -> dict[str, list[Item]]:
+    images = root / "images" if (root / "images").is_dir() else root / "imagesTr"
+    labels = root / "labels" if (root / "labels").is_dir() else root / "labelsTr"
+    items = []
+    for img in _volumes(images):
+        label = labels / img.name
+        items.append({"case": _strip_ending(img.name), "image": [img], "label": label})
+    return {"training": items}
+
+
+def build_datalist(root: str | Path, spec: DatasetSpec | None = None, layout: str | None = None) -> dict[str, list[Item]]:
+    """Sections (``training``, and ``validation`` / ``test`` when the layout has them) of ``root``'s cases.
+
+    ``layout`` defaults to what :func:`detect_layout` sees, else ``spec.layout`` (a BTCV copy
+    converted to nnU-Net layout is read as nnU-Net).  Paths are absolute;
+    files listed but missing are kept (``medswin data check`` reports them).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    if layout is None:
+        try:
+            layout = detect_layout(root)  # the folder says how it is organised ...
+        except DataError:
+            if spec is None:
+                raise
+            layout = spec.layout  # ... else the dataset's usual layout
+    if layout == "decathlon":
+        out = _decathlon(root)
+    elif layout == "nnunet":
+        out = _nnunet(root, spec)
+    elif layout == "brats":
+        out = _brats(root, spec)
+    elif layout == "btcv":
+        out = _btcv(root)
+    elif layout == "flat":
+        out = _flat(root)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    if not any(out.values()):
+        raise DataError(root, f"no cases found ({layout} layout)")
+    return out
+
+
+def kfold_split(items: Sequence[Item], n_folds: int = 5, fold: int = 0, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """``(train, val)`` for ``fold`` of a seeded ``n_folds``-fold split (every case is validated once)."""
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be in [0, {n_folds}), got {fold}")
+    if len(items) < n_folds:
+        raise ValueError(f"{len(items)} cases cannot be split into {n_folds} folds")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    val_idx = set(order[fold::n_folds])
+    return [items[i] for i in range(len(items)) if i not in val_idx], [items[i] for i in range(len(items)) if i in val_idx]
+
+
+def to_monai(items: Sequence[Item]) -> list[dict[str, Any]]:
+    """Items as MONAI dicts with string paths (``image`` a single path when there is one file)."""
+    out = []
+    for it in items:
+        images = [str(p) for p in it["image"]]
+        d: dict[str, Any] = {"case": it["case"], "image": images[0] if len(images) == 1 else images}
+        if it.get("label") is not None:
+            d["label"] = str(it["label"])
+        out.append(d)
+    return out
