@@ -1,0 +1,153 @@
+"""MONAI transform pipelines built from a :class:`DatasetSpec` (train / validation / inference).
+
+Everything is a MONAI transform; the one addition is :class:`LabelToRegions` (and its dictionary
+form), which turns a label map into overlapping region channels from the spec's ``regions``
+(BraTS 2021: ET = 4, BraTS 2023: ET = 3; MONAI's own converter only knows the 2021 values).
+
+The inference pipeline is invertible: :func:`invert_transforms` returns the ``Invertd`` that brings
+predictions back onto the input's grid (orientation, spacing, shape, affine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import ImageReader, NibabelReader
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+    Transform,
+)
+
+from .io import SimpleITKReader
+from .spec import DatasetSpec
+
+
+class LabelToRegions(Transform):
+    """Label map ``(1, X, Y, Z)`` (or ``(X, Y, Z)``) -> region masks ``(R, X, Y, Z)``, one per region.
+
+    ``regions`` maps a name to the label values it contains, e.g. BraTS 2021
+    ``{"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}``.  Output dtype is float32 (0/1).
+    """
+
+    def __init__(self, regions: Mapping[str, Sequence[int]]) -> None:
+        if not regions:
+            raise ValueError("LabelToRegions needs at least one region")
+        self.regions = {k: tuple(int(v) for v in vals) for k, vals in regions.items()}
+
+    def __call__(self, label: Any) -> Any:
+        """Convert one label array or tensor (keeps MetaTensor meta data)."""
+        lab = label[0] if label.ndim == 4 else label
+        if isinstance(lab, torch.Tensor):
+            masks = [torch.isin(lab, torch.tensor(v, device=lab.device)) for v in self.regions.values()]
+            out = torch.stack(masks).float()
+            if hasattr(label, "copy_meta_from"):
+                out = label.new_empty(out.shape, dtype=torch.float32).copy_(out)  # keep MetaTensor meta
+            return out
+        return np.stack([np.isin(lab, v) for v in self.regions.values()]).astype(np.float32)
+
+
+class LabelToRegionsd(MapTransform):
+    """Dictionary version of :class:`LabelToRegions`."""
+
+    def __init__(self, keys: KeysCollection, regions: Mapping[str, Sequence[int]], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = LabelToRegions(regions)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Convert every key present."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
+def reader_for(spec: DatasetSpec) -> ImageReader:
+    """nibabel for NIfTI datasets, SimpleITK (NRRD, MHA, DICOM series) otherwise."""
+    return NibabelReader() if spec.file_ending in (".nii.gz", ".nii") else SimpleITKReader()
+
+
+def intensity_transform(spec: DatasetSpec, keys: KeysCollection = "image") -> MapTransform:
+    """CT window to ``[b_min, b_max]`` (clipped) or per-channel z-score over nonzero voxels."""
+    n = spec.normalization
+    if n["type"] == "ct":
+        return ScaleIntensityRanged(keys, a_min=n["a_min"], a_max=n["a_max"], b_min=n["b_min"], b_max=n["b_max"], clip=n["clip"])
+    return NormalizeIntensityd(keys, nonzero=n["nonzero"], channel_wise=n["channel_wise"])
+
+
+def _base(spec: DatasetSpec, keys: list[str]) -> list:
+    modes = ["bilinear" if k == "image" else "nearest" for k in keys]
+    steps: list = [LoadImaged(keys, reader=reader_for(spec), image_only=True), EnsureChannelFirstd(keys)]
+    if "label" in keys and spec.regions:
+        steps.append(LabelToRegionsd("label", spec.regions))
+    steps += [
+        Orientationd(keys, axcodes="RAS", labels=None),
+        Spacingd(keys, pixdim=spec.target_spacing, mode=modes),
+        intensity_transform(spec),
+    ]
+    return steps
+
+
+def train_transforms(
+    spec: DatasetSpec, roi_size: Sequence[int] | None = None, num_samples: int = 2, pos: float = 1.0, neg: float = 1.0
+) -> Compose:
+    """Training pipeline: load, RAS, resample, normalise, crop foreground, foreground-biased random
+    patches of ``roi_size`` (``num_samples`` per volume), flips on every axis, rot90, intensity jitter."""
+    roi = tuple(roi_size or spec.roi_size)
+    keys = ["image", "label"]
+    return Compose(
+        _base(spec, keys)
+        + [
+            CropForegroundd(keys, source_key="image", allow_smaller=True),
+            SpatialPadd(keys, spatial_size=roi),
+            RandCropByPosNegLabeld(
+                keys, label_key="label", spatial_size=roi, pos=pos, neg=neg, num_samples=num_samples,
+                image_key="image", image_threshold=0,
+            ),  # fmt: skip
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandFlipd(keys, prob=0.5, spatial_axis=2),
+            RandRotate90d(keys, prob=0.2, max_k=3),
+            RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            EnsureTyped(keys, track_meta=False),
+        ]
+    )
+
+
+def val_transforms(spec: DatasetSpec) -> Compose:
+    """Validation pipeline: whole volumes, resampled and normalised (labels as region channels when defined)."""
+    keys = ["image", "label"]
+    return Compose(_base(spec, keys) + [EnsureTyped(keys)])
+
+
+def infer_transforms(spec: DatasetSpec) -> Compose:
+    """Inference pipeline for images alone; invert predictions with :func:`invert_transforms`."""
+    return Compose(_base(spec, ["image"]) + [EnsureTyped("image")])
+
+
+def invert_transforms(infer: Compose, keys: KeysCollection = "pred", nearest: bool = False) -> Invertd:
+    """``Invertd`` undoing ``infer`` on ``keys``: back to the input's orientation, spacing and shape.
+
+    Use ``nearest=True`` for label maps, ``False`` for probabilities / logits.
+    """
+    return Invertd(keys, transform=infer, orig_keys="image", nearest_interp=nearest, to_tensor=True)
