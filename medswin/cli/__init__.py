@@ -7,9 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import demo, models
+from ..data.errors import DataError
+from . import data, demo, models
 
-SUBCOMMANDS = (models, demo)
+SUBCOMMANDS = (models, data, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, TypeError, DataError) as exc:
         if args.verbose:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

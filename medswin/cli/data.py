@@ -1,0 +1,58 @@
+"""``medswin data``: ``datasets`` (the registry), ``check PATH --dataset NAME``, ``prepare mni-tissue OUTDIR``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``data`` and its subcommands."""
+    p = sub.add_parser("data", help="dataset registry, integrity checks, demo dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+
+    ls = data_sub.add_parser("datasets", help="list the dataset registry (built-in plus --datasets files)")
+    ls.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
+    ls.set_defaults(func=run_list)
+
+    check = data_sub.add_parser("check", help="read every case of a dataset folder and report all problems")
+    check.add_argument("path", help="dataset folder (Decathlon, nnU-Net, BraTS, BTCV or flat layout)")
+    check.add_argument("--dataset", required=True, help="dataset name in the registry, e.g. btcv, brats2021")
+    check.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
+    check.add_argument("--layout", choices=["decathlon", "nnunet", "brats", "btcv", "flat"], help="override the layout")
+    check.set_defaults(func=run_check)
+
+    prep = data_sub.add_parser("prepare", help="build a dataset offline (mni-tissue: the real demo data)")
+    prep.add_argument("name", choices=["mni-tissue"])
+    prep.add_argument("out", help="output folder (mni-tissue-1mm/ and mni-tissue-2mm/ are created inside)")
+    prep.set_defaults(func=run_prepare)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the registry."""
+    from ..data.spec import load_dataset_specs
+
+    for name, spec in load_dataset_specs(args.datasets).items():
+        outputs = ", ".join(spec.output_names)
+        print(f"{name:<24} {spec.num_channels} ch ({', '.join(spec.channel_names)}) -> {outputs}")
+        print(f"{'':<24} layout {spec.layout}, spacing {spec.target_spacing}, roi {spec.roi_size}; {spec.source}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Print the integrity report; exit 1 when problems were found."""
+    from ..data.check import check_dataset
+    from ..data.spec import get_dataset_spec
+
+    spec = get_dataset_spec(args.dataset, args.datasets)
+    report = check_dataset(args.path, spec, args.layout)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Build the requested dataset."""
+    from ..data.demo import build_mni_tissue
+
+    for res, folder in build_mni_tissue(args.out).items():
+        print(f"mni-tissue {res}: {folder}")
+    return 0
