@@ -1,0 +1,110 @@
+"""Training configuration: one dataclass, loadable from YAML and overridable from the command line.
+
+    config = TrainConfig.from_yaml("run.yaml", overrides={"epochs": 50})
+
+Unknown keys are errors (typos would otherwise be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A training configuration key is unknown or has an invalid value."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data itself.
+
+    Schedule: ``epochs`` x ``iterations_per_epoch`` optimiser steps (``None`` = one pass over the
+    training cases), linear warm-up for ``warmup_epochs`` then cosine decay to 0.  With
+    ``budget_minutes`` the number of epochs is fitted to the time budget after the first
+    ``calibration_steps`` steps (and the schedule stretched over it), so a bounded run still
+    completes its learning-rate schedule.
+    """
+
+    model: str = "swin_unetr_tiny"
+    dataset: str = "mni-tissue"
+    data: str = ""
+    out: str = "runs/train"
+    datasets_files: list[str] = field(default_factory=list)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 100
+    iterations_per_epoch: int | None = None
+    budget_minutes: float | None = None
+    calibration_steps: int = 3
+    batch_size: int = 1
+    num_samples: int = 2
+    roi_size: list[int] | None = None
+    pos_neg: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 1
+    grad_clip: float | None = 1.0
+    amp: str = "auto"
+    val_every: int = 10
+    val_overlap: float = 0.5
+    sw_batch_size: int = 1
+    fold: int = 0
+    n_folds: int = 5
+    val_cases: list[str] | None = None
+    seed: int = 0
+    num_workers: int = 0
+    cache: bool = True
+    deep_supervision_weights: dict[str, float] | None = None
+    device: str = "auto"
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`ConfigError` for values that cannot work; returns self."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "num_samples": self.num_samples}
+        for key, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"config key {key!r} must be a positive integer, got {value!r}")
+        if self.iterations_per_epoch is not None and self.iterations_per_epoch < 1:
+            raise ConfigError(f"config key 'iterations_per_epoch' must be >= 1, got {self.iterations_per_epoch}")
+        if self.lr <= 0:
+            raise ConfigError(f"config key 'lr' must be positive, got {self.lr}")
+        if self.roi_size is not None and len(self.roi_size) != 3:
+            raise ConfigError(f"config key 'roi_size' needs 3 values, got {self.roi_size}")
+        if self.amp not in ("auto", "bf16", "fp16", "fp32"):
+            raise ConfigError(f"config key 'amp' must be auto, bf16, fp16 or fp32, got {self.amp!r}")
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            raise ConfigError(f"config key 'budget_minutes' must be positive, got {self.budget_minutes}")
+        if not 0 <= self.val_overlap < 1:
+            raise ConfigError(f"config key 'val_overlap' must be in [0, 1), got {self.val_overlap}")
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys raise :class:`ConfigError` listing the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
+        return cls(**values).validate()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Read ``path`` (optional) and apply ``overrides`` (keys with value ``None`` are ignored)."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: cannot read the config ({exc})") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+            values.update(loaded)
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-types dict (stored in checkpoints and ``config.yaml``)."""
+        return dataclasses.asdict(self)

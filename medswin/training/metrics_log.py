@@ -1,0 +1,103 @@
+"""Per-epoch metrics of a run: ``metrics.csv`` (rewritten atomically), TensorBoard events when
+``tensorboard`` is installed, and ``curves.png`` (loss and validation Dice) when matplotlib is."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class MetricsLog:
+    """Writes the run's history; every method is a no-op when ``enabled`` is False (ranks > 0)."""
+
+    def __init__(self, out: Path, enabled: bool = True) -> None:
+        self.out, self.enabled, self.writer = Path(out), enabled, None
+
+    def open(self, purge_step: int = 0) -> None:
+        """Start TensorBoard logging (dropping events after ``purge_step`` left by an interrupted run)."""
+        if not self.enabled:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            log.debug("tensorboard not installed: metrics go to metrics.csv and curves.png only")
+            return
+        self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge_step or None)
+
+    def write(self, history: list[dict[str, Any]], row: dict[str, Any]) -> None:
+        """Rewrite ``metrics.csv`` with the whole history and log ``row`` to TensorBoard."""
+        if not self.enabled:
+            return
+        keys: list[str] = []
+        for r in history:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+        _write_atomic(self.out / "metrics.csv", buf.getvalue().encode())
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+        if row["epoch"] % 10 == 0:
+            self.plot(history)
+
+    def plot(self, history: list[dict[str, Any]]) -> Path | None:
+        """``curves.png``: training loss and validation Dice per epoch (skipped without matplotlib)."""
+        if not self.enabled or not history:
+            return None
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            log.info("matplotlib not installed: no curves.png (pip install 'medswin[demo]')")
+            return None
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        ax1.plot([r["epoch"] for r in history], [r["train_loss"] for r in history])
+        ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
+        dice_keys = [k for k in history[-1] if k.startswith("dice_")]
+        val_rows = [r for r in history if "dice_mean" in r]
+        for key in dice_keys:
+            ax2.plot([r["epoch"] for r in val_rows], [r.get(key, float("nan")) for r in val_rows], "o-", label=key[5:])
+        ax2.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
+        if dice_keys:
+            ax2.legend(fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        path = self.out / "curves.png"
+        _write_atomic(path, buf.getvalue())
+        return path
+
+    def close(self, history: list[dict[str, Any]]) -> None:
+        """Final curves and close TensorBoard."""
+        if not self.enabled:
+            return
+        self.plot(history)
+        if self.writer is not None:
+            self.writer.close()

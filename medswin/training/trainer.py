@@ -1,0 +1,320 @@
+"""The supervised training loop shared by every 3D model in the registry.
+
+    from medswin.training import Trainer, TrainConfig
+    Trainer(TrainConfig(model="swin_unetr_tiny", dataset="mni-tissue", data="data/mni-tissue-2mm")).fit()
+
+What one run does: MONAI transforms from the dataset spec (foreground-biased random patches),
+DiceCE (softmax labels or sigmoid regions, deep supervision for dict outputs), AdamW, linear warm-up
+then cosine decay, AMP (bf16 where the hardware has it, fp16 + GradScaler on CUDA), gradient
+clipping, sliding-window validation Dice every ``val_every`` epochs, ``checkpoint_last.pt`` every
+epoch and ``checkpoint_best.pt`` on improvement (atomic), exact resume, tqdm progress, and
+``metrics.csv`` / TensorBoard events / ``curves.png`` in the run folder.  Under ``torchrun`` the
+model is wrapped in DDP, each rank sees its share of the cases, and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from monai.data import CacheDataset, DataLoader, Dataset
+from monai.inferers import sliding_window_inference
+from monai.metrics import DiceMetric
+from monai.utils import set_determinism
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from .. import __version__
+from ..amp import resolve_amp
+from ..data.datalist import build_datalist, kfold_split, to_monai
+from ..data.spec import DatasetSpec, get_dataset_spec
+from ..data.transforms import train_transforms, val_transforms
+from ..inference.predictor import check_roi, uses_nonzero_mask
+from ..models import create_model
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic, spec_to_dict
+from .config import TrainConfig
+from ..distributed import DistInfo, barrier, broadcast_int, init_distributed, mean_across_ranks
+from .losses import make_loss
+from .metrics_log import MetricsLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Split:
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+
+
+def split_cases(config: TrainConfig, spec: DatasetSpec) -> _Split:
+    """Training and validation cases: the layout's validation section, ``val_cases``, or fold ``fold``."""
+    sections = build_datalist(config.data, spec)
+    train = to_monai(sections.get("training", []))
+    if not train:
+        raise ValueError(f"{config.data}: no training cases")
+    if config.val_cases is not None:
+        names = set(config.val_cases)
+        val = [c for c in train if c["case"] in names]
+        unknown = names - {c["case"] for c in val}
+        if unknown:
+            raise ValueError(f"val_cases {sorted(unknown)} are not training cases of {config.data}")
+        return _Split([c for c in train if c["case"] not in names], val)
+    if sections.get("validation"):
+        return _Split(train, to_monai(sections["validation"]))
+    if len(train) >= config.n_folds > 1:
+        tr, va = kfold_split(train, config.n_folds, config.fold, config.seed)
+        return _Split(tr, va)
+    log.warning("%d training case(s): no validation split (add cases, a validation section or val_cases)", len(train))
+    return _Split(train, [])
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine from 1 to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Train ``config.model`` on ``config.dataset`` found in ``config.data`` (see the module docstring).
+
+    ``cases`` overrides the datalist (``{"train": [...], "val": [...]}`` of MONAI dicts), used by
+    tests and by callers that build their own lists.
+    """
+
+    def __init__(self, config: TrainConfig, spec: DatasetSpec | None = None, cases: dict[str, list] | None = None) -> None:
+        self.config = config.validate()
+        self.spec = spec or get_dataset_spec(config.dataset, config.datasets_files)
+        self.dist: DistInfo = init_distributed(config.device)
+        self.device = self.dist.device
+        self.out = Path(config.out)
+        self.roi = tuple(config.roi_size or self.spec.roi_size)
+        split = _Split(cases["train"], cases.get("val", [])) if cases is not None else split_cases(config, self.spec)
+        self.train_cases, self.val_cases = split.train, split.val
+        set_determinism(config.seed + self.dist.rank)
+        self.model = create_model(
+            config.model, in_channels=self.spec.num_channels, out_channels=self.spec.out_channels, **config.model_kwargs
+        ).to(self.device)
+        check_roi(self.model, self.roi)
+        self.loss_fn = make_loss(self.spec, self.model, config.deep_supervision_weights)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.amp_dtype = resolve_amp(config.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.train_pipeline = train_transforms(self.spec, self.roi, config.num_samples, *config.pos_neg)
+        self.train_pipeline.set_random_state(seed=config.seed + self.dist.rank)
+        self.val_pipeline = val_transforms(self.spec)
+        dataset_cls = CacheDataset if config.cache else Dataset
+        kwargs = {"cache_rate": 1.0, "num_workers": config.num_workers, "progress": False} if config.cache else {}
+        self.train_ds = dataset_cls(self.train_cases, self.train_pipeline, **kwargs)
+        self.sampler = DistributedSampler(self.train_ds, shuffle=True, seed=config.seed) if self.dist.enabled else None
+        self.loader = DataLoader(
+            self.train_ds, batch_size=config.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+            num_workers=config.num_workers,
+        )  # fmt: skip
+        self.iterations_per_epoch = config.iterations_per_epoch or len(self.loader)
+        self.epochs = config.epochs
+        self.total_steps = self.epochs * self.iterations_per_epoch
+        warmup = config.warmup_epochs * self.iterations_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, min(warmup, max(1, self.total_steps // 2)), self.total_steps)
+        )
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.start_epoch, self.step, self.best_metric, self.best_epoch = 0, 0, -1.0, -1
+        self.history: list[dict[str, Any]] = []
+        self.log = MetricsLog(self.out, enabled=self.dist.is_main)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.start_epoch,
+            "step": self.step,
+            "epochs": self.epochs,
+            "total_steps": self.total_steps,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "rng": capture_rng([self.train_pipeline]),
+            "config": self.config.to_dict(),
+            "spec": spec_to_dict(self.spec),
+            "model_name": self.config.model,
+            "model_kwargs": dict(self.config.model_kwargs),
+            "in_channels": self.spec.num_channels,
+            "out_channels": self.spec.out_channels,
+            "roi_size": list(self.roi),
+            "medswin_version": __version__,
+        }
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Continue from ``path`` (default: the run's ``checkpoint_last.pt``) exactly where it stopped."""
+        ckpt = load_checkpoint(path or self.out / "checkpoint_last.pt")
+        if ckpt["model_name"] != self.config.model:
+            raise ValueError(f"checkpoint is a {ckpt['model_name']} run, this run trains {self.config.model}")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epochs, self.total_steps = ckpt["epochs"], ckpt["total_steps"]
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt["scaler"] is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.best_metric, self.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
+        self.history = list(ckpt["history"])
+        restore_rng(ckpt["rng"], [self.train_pipeline])
+        log.info("resumed from epoch %d (step %d)", self.start_epoch, self.step)
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        """One optimiser step on a batch; returns the (local) loss."""
+        image = batch["image"].to(self.device)
+        label = batch["label"].to(self.device)
+        self.net.train()
+        with self._autocast():
+            out = self.net(image)
+            out = {k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float()
+            loss = self.loss_fn(out, label)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Sliding-window Dice per output class on the validation cases (rank 0 computes, all receive nothing)."""
+        self.model.eval()
+        regions = bool(self.spec.regions)
+        metric = DiceMetric(include_background=regions, reduction="mean_batch", ignore_empty=False)
+        for case in self.val_cases:
+            data = self.val_pipeline(case)
+            image = data["image"].unsqueeze(0).to(self.device)
+            with self._autocast():
+                logits = sliding_window_inference(
+                    image, self.roi, self.config.sw_batch_size, self.model, overlap=self.config.val_overlap, mode="gaussian"
+                ).float()
+            if uses_nonzero_mask(self.spec):  # as the predictor: background outside the scan
+                outside = (image == 0).all(1, keepdim=True)
+                logits = logits.masked_fill(outside, -1e4)
+                if not regions:
+                    logits[:, :1] = logits[:, :1].masked_fill(outside, 1e4)
+            label = data["label"].unsqueeze(0).to(self.device)
+            if regions:
+                pred = (torch.sigmoid(logits) > 0.5).float()
+                target = label.float()
+            else:
+                n = self.spec.out_channels
+                pred = torch.nn.functional.one_hot(logits.argmax(1), n).movedim(-1, 1).float()
+                target = torch.nn.functional.one_hot(label[:, 0].long(), n).movedim(-1, 1).float()
+            metric(pred, target)
+        values = metric.aggregate().cpu().tolist()
+        names = self.spec.output_names if regions else self.spec.output_names[1:]
+        result = {f"dice_{n}": float(v) for n, v in zip(names, values)}
+        result["dice_mean"] = float(sum(values) / len(values))
+        return result
+
+    # ------------------------------------------------------------------ the loop
+    def _epoch_batches(self, epoch: int):
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        it = iter(self.loader)
+        for _ in range(self.iterations_per_epoch):
+            try:
+                yield next(it)
+            except StopIteration:
+                it = iter(self.loader)
+                yield next(it)
+
+    def _calibrate(self, seconds_per_step: float, elapsed: float) -> None:
+        """Fit the number of epochs to the time budget once the step time is known."""
+        budget = self.config.budget_minutes * 60.0
+        remaining_steps = max(0, int((budget - elapsed) / max(seconds_per_step, 1e-6)))
+        epochs = max(1, min(self.config.epochs, (self.step + remaining_steps) // self.iterations_per_epoch))
+        epochs = broadcast_int(epochs, self.dist)
+        if epochs != self.epochs:
+            log.info("time budget %.1f min at %.2f s/step: %d epochs of %d steps", self.config.budget_minutes,
+                     seconds_per_step, epochs, self.iterations_per_epoch)  # fmt: skip
+        self.epochs, self.total_steps = epochs, epochs * self.iterations_per_epoch
+
+    def fit(self, resume: bool | str | Path = False) -> dict[str, Any]:
+        """Train; returns the summary (epochs, steps, best metric, last validation, run folder)."""
+        if resume:
+            self.resume(None if resume is True else resume)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self.log.open(purge_step=self.start_epoch)
+        t_start = time.perf_counter()
+        step_times: list[float] = []
+        calibrate = self.config.budget_minutes is not None and self.start_epoch == 0
+        last_val: dict[str, float] = {}
+        epoch = self.start_epoch
+        while epoch < self.epochs:
+            losses = []
+            bar = tqdm(self._epoch_batches(epoch), total=self.iterations_per_epoch, disable=not self.dist.is_main,
+                       desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)  # fmt: skip
+            for batch in bar:
+                t0 = time.perf_counter()
+                losses.append(self.train_step(batch))
+                step_times.append(time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                if calibrate and len(step_times) > self.config.calibration_steps:
+                    per_step = sum(step_times[1:]) / (len(step_times) - 1)  # the first step pays warm-up costs
+                    self._calibrate(per_step, time.perf_counter() - t_start)
+                    calibrate = False
+            epoch += 1
+            self.start_epoch = epoch
+            row: dict[str, Any] = {
+                "epoch": epoch, "step": self.step, "train_loss": mean_across_ranks(sum(losses) / len(losses), self.dist),
+                "lr": self.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t_start, 2),
+            }  # fmt: skip
+            due = self.config.val_every and epoch % self.config.val_every == 0
+            if self.val_cases and (due or epoch == self.epochs):
+                if self.dist.is_main:
+                    last_val = self.validate()
+                    row.update(last_val)
+                barrier(self.dist)
+            self.history.append(row)
+            improved = "dice_mean" in row and row["dice_mean"] > self.best_metric
+            if improved:
+                self.best_metric, self.best_epoch = row["dice_mean"], epoch
+            if self.dist.is_main:
+                ckpt = self._checkpoint()
+                save_atomic(ckpt, self.out / "checkpoint_last.pt")
+                if improved or not self.val_cases:
+                    save_atomic(ckpt, self.out / "checkpoint_best.pt")
+                self.log.write(self.history, row)
+                log.info("epoch %d: loss %.4f%s", epoch, row["train_loss"],
+                         f", val Dice {row['dice_mean']:.4f}" if "dice_mean" in row else "")  # fmt: skip
+            barrier(self.dist)
+        self.log.close(self.history)
+        return {
+            "epochs": self.epochs, "steps": self.step, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+            "last_validation": last_val, "out": str(self.out), "seconds": round(time.perf_counter() - t_start, 1),
+        }  # fmt: skip
