@@ -1,5 +1,5 @@
-"""Inference: sliding-window prediction of whole volumes."""
+"""Inference: sliding-window prediction of whole volumes, post-processing, DICOM-SEG output."""
 
-from .predictor import check_roi, predict_logits, predict_labels
+from .predictor import Prediction, Predictor, check_roi, predict_labels, predict_logits, resolve_inputs
 
-__all__ = ["check_roi", "predict_labels", "predict_logits"]
+__all__ = ["Prediction", "Predictor", "check_roi", "predict_labels", "predict_logits", "resolve_inputs"]

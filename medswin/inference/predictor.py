@@ -1,20 +1,43 @@
-"""Sliding-window prediction of a whole volume with MONAI's inferer.
+"""Whole-volume prediction: MONAI sliding-window inference, mirroring, inversion to the input grid.
 
-The model sees ``roi_size`` patches (Gaussian-blended with ``overlap``); the roi is checked against
-the model's ``size_divisor`` up front so a bad size fails with an explanation instead of a shape
-error deep inside the network.
+    predictor = Predictor.from_checkpoint("runs/mni/checkpoint_best.pt", mirror=True)
+    predictor.predict_file("case.nii.gz", "case_seg.nii.gz")
+
+A prediction goes: load (nibabel / SimpleITK / DICOM series) -> the dataset's inference transforms
+(RAS, spacing, normalisation) -> Gaussian-blended sliding windows of ``roi_size`` (optionally
+averaged over the 8 mirror images, nnU-Net style: probabilities of each flipped input, flipped back,
+averaged) -> softmax (labels) or sigmoid (regions) -> ``Invertd`` back onto the input's grid ->
+argmax or region thresholds -> background outside the scan for nonzero-normalised data (voxels
+that are 0 in every channel, e.g. outside a skull-stripped brain) -> optional largest connected
+component -> NIfTI with the input's
+affine, or DICOM-SEG referencing the input series.  Sizes and channels are checked up front.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import nn
+from tqdm import tqdm
 
 from ..amp import autocast
+from ..data.errors import DataError
+from ..data.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 def check_roi(model: nn.Module, roi_size: Sequence[int]) -> None:
@@ -31,7 +54,33 @@ def check_roi(model: nn.Module, roi_size: Sequence[int]) -> None:
         raise ValueError(f"roi_size {tuple(roi_size)} must be a multiple of {k} for {type(model).__name__}")
 
 
-@torch.inference_mode()
+def auto_sw_batch_size(model: nn.Module, roi_size: Sequence[int], device: torch.device, in_channels: int = 1) -> int:
+    """Windows per forward pass that fit in half the free memory (1-8), measured with one window on CUDA.
+
+    On CPU a larger batch barely speeds up (the cores are busy either way) and raises the memory
+    peak, so at most 2 are used there.
+    """
+    if device.type != "cuda":
+        return 1 if _cpu_available_bytes() < 8e9 else 2
+    free, _ = torch.cuda.mem_get_info(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.inference_mode(), autocast("auto", device):
+        model(torch.zeros(1, in_channels, *roi_size, device=device))
+    per_window = max(1, torch.cuda.max_memory_allocated(device) - before)
+    return int(max(1, min(8, (0.5 * free) // per_window)))
+
+
+def _cpu_available_bytes() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4e9
+
+
 def predict_logits(
     model: nn.Module,
     image: torch.Tensor,
@@ -40,17 +89,244 @@ def predict_logits(
     sw_batch_size: int = 1,
     amp: str = "auto",
 ) -> torch.Tensor:
-    """Logits ``(B, out, D, H, W)`` for ``image`` ``(B, in, D, H, W)`` by Gaussian-blended sliding windows."""
+    """Logits ``(B, out, *S)`` (float32) for ``image`` ``(B, in, *S)`` by Gaussian-blended sliding windows."""
     check_roi(model, roi_size)
     model.eval()
     device = next(model.parameters()).device
-    with autocast(amp, device):
+    with torch.inference_mode(), autocast(amp, device):
         logits = sliding_window_inference(
-            image, tuple(roi_size), sw_batch_size, model, overlap=overlap, mode="gaussian", sw_device=device
-        )
-    return logits.float()
+            image, tuple(roi_size), sw_batch_size, model,
+            overlap=overlap, mode="gaussian", sw_device=device, device=image.device,
+        )  # fmt: skip
+    return torch.as_tensor(logits).float()
 
 
 def predict_labels(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int], **kwargs: Any) -> torch.Tensor:
-    """Label map ``(B, D, H, W)`` (argmax over classes); arguments as :func:`predict_logits`."""
+    """Label map ``(B, *S)`` (argmax over classes); arguments as :func:`predict_logits`."""
     return predict_logits(model, image, roi_size, **kwargs).argmax(1)
+
+
+MIRROR_AXES: tuple[tuple[int, ...], ...] = tuple(
+    axes for n in range(4) for axes in itertools.combinations((2, 3, 4), n)
+)  # (), (2,), (3,), (4,), (2, 3), ... : the 8 mirror images of a volume
+
+
+@dataclass
+class Prediction:
+    """A prediction on the input's grid: ``labels`` ``(X, Y, Z)``, ``affine`` (RAS), the source path."""
+
+    labels: np.ndarray
+    affine: np.ndarray
+    source: str
+
+
+class Predictor:
+    """Predict label maps for whole volumes with a trained model (see the module docstring).
+
+    Args:
+        model: a registered medswin model (``(B, in, *S) -> (B, out, *S)``).
+        spec: the dataset spec the model was trained for (transforms, labels or regions).
+        roi_size: sliding-window size (default: the spec's), checked against the model.
+        overlap: window overlap (0.5).
+        sw_batch_size: windows per forward pass, or ``"auto"`` (from free memory).
+        amp: ``"auto"`` (bf16 where native), ``"bf16"``, ``"fp16"`` (CUDA), ``"fp32"``.
+        mirror: average the probabilities of the 8 mirror images (8x the cost).
+        largest_component: keep the largest connected component of each class.
+        device: where the model runs (default: CUDA when available).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: DatasetSpec,
+        roi_size: Sequence[int] | None = None,
+        overlap: float = 0.5,
+        sw_batch_size: int | str = 1,
+        amp: str = "auto",
+        mirror: bool = False,
+        largest_component: bool = False,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.spec = spec
+        self.roi = tuple(int(r) for r in (roi_size or spec.roi_size))
+        check_roi(model, self.roi)
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        self.overlap, self.amp, self.mirror, self.largest_component = overlap, amp, mirror, largest_component
+        in_channels = getattr(model, "in_channels", spec.num_channels)
+        if in_channels != spec.num_channels:
+            raise ValueError(f"the model takes {in_channels} channel(s), dataset {spec.name!r} has {spec.num_channels}")
+        out_channels = getattr(model, "out_channels", spec.out_channels)
+        if out_channels != spec.out_channels:
+            raise ValueError(f"the model predicts {out_channels} channel(s), dataset {spec.name!r} needs {spec.out_channels}")
+        self.sw_batch_size = (
+            auto_sw_batch_size(self.model, self.roi, self.device, spec.num_channels) if sw_batch_size == "auto" else int(sw_batch_size)
+        )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **options: Any) -> Predictor:
+        """A predictor for a medswin training checkpoint (model, weights, spec and roi inside)."""
+        from ..models import create_model
+        from ..training.checkpoint import load_checkpoint, spec_from_dict
+
+        ckpt = load_checkpoint(path)
+        spec = spec_from_dict(ckpt["spec"])
+        model = create_model(ckpt["model_name"], in_channels=ckpt["in_channels"], out_channels=ckpt["out_channels"],
+                             **ckpt.get("model_kwargs", {}))  # fmt: skip
+        model.load_state_dict(ckpt["model"])
+        options.setdefault("roi_size", ckpt.get("roi_size"))
+        return cls(model, spec, **options)
+
+    # ------------------------------------------------------------------ prediction
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """Class (softmax) or region (sigmoid) probabilities ``(1, K, *S)`` for ``image`` ``(1, C, *S)``."""
+        activation = torch.sigmoid if self.spec.regions else (lambda t: torch.softmax(t, 1))
+        axes_list = MIRROR_AXES if self.mirror else ((),)
+        total = None
+        for axes in axes_list:
+            x = torch.flip(image, axes) if axes else image
+            p = activation(predict_logits(self.model, x, self.roi, self.overlap, self.sw_batch_size, self.amp))
+            p = torch.flip(p, axes) if axes else p
+            total = p if total is None else total + p
+        return total / len(axes_list)
+
+    def predict(self, image_path: str | os.PathLike | Sequence[str | os.PathLike], series_uid: str | None = None) -> Prediction:
+        """Predict one case (a file, a DICOM folder, or one file per channel) on its own grid."""
+        from ..data.io import SimpleITKReader
+        from ..data.transforms import infer_transforms, invert_transforms
+
+        paths = [Path(p) for p in ([image_path] if isinstance(image_path, (str, os.PathLike)) else image_path)]
+        for p in paths:
+            if not p.exists():
+                raise DataError(p, "file not found")
+        use_sitk = any(p.is_dir() or not p.name.lower().endswith((".nii", ".nii.gz")) for p in paths)
+        pipeline = infer_transforms(self.spec, SimpleITKReader(series_uid) if use_sitk else None)
+        source = str(paths[0]) if len(paths) == 1 else str(paths[0].parent)
+        try:
+            data = pipeline({"image": [str(p) for p in paths] if len(paths) > 1 else str(paths[0])})
+        except DataError:
+            raise
+        except Exception as exc:  # MONAI wraps reader errors in RuntimeError chains
+            cause = exc
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, DataError):
+                raise cause from None
+            raise DataError(source, f"cannot load or transform the input ({type(cause).__name__}: {cause})") from None
+        image = data["image"]
+        if image.shape[0] != self.spec.num_channels:
+            raise DataError(source, f"has {image.shape[0]} channel(s), the model expects {self.spec.num_channels} "
+                            f"({', '.join(self.spec.channel_names)})")  # fmt: skip
+        if not torch.isfinite(image).all():
+            raise DataError(source, "image contains NaN/inf voxels")
+        probs = self.probabilities(image.as_tensor()[None])[0]
+        outside = uses_nonzero_mask(self.spec)
+        if outside:  # carry the scan's nonzero mask through the inversion as one more channel
+            probs = torch.cat([probs, (image.as_tensor() != 0).any(0, keepdim=True).float()])
+        data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
+        inverted_meta = invert_transforms(pipeline, "pred", nearest=False)(data)["pred"]
+        inverted, affine = inverted_meta.as_tensor(), np.asarray(inverted_meta.affine, dtype=np.float64)
+        if outside:
+            inside, inverted = inverted[-1] > 0.5, inverted[:-1]
+        labels = _to_labels(inverted, self.spec, self.largest_component)
+        if outside:
+            labels[~inside] = 0
+        return Prediction(labels.cpu().numpy().astype(np.int16), affine, source)
+
+    def predict_file(
+        self,
+        image_path: str | os.PathLike | Sequence[str | os.PathLike],
+        out_path: str | os.PathLike,
+        fmt: str = "nifti",
+        series_uid: str | None = None,
+    ) -> Path:
+        """Predict and write ``out_path`` (NIfTI with the input's affine, or DICOM-SEG for DICOM input)."""
+        from ..data.io import write_nifti
+
+        pred = self.predict(image_path, series_uid)
+        if fmt == "nifti":
+            return write_nifti(pred.labels, pred.affine, out_path)
+        if fmt == "dicom-seg":
+            from .dicom_seg import write_dicom_seg
+
+            if not Path(pred.source).is_dir():
+                raise ValueError(f"{pred.source}: --format dicom-seg needs a DICOM series folder as input")
+            names = {v: k for k, v in self.spec.labels.items() if v != 0}
+            if not np.any(pred.labels):
+                raise ValueError(f"{pred.source}: the prediction is empty; a DICOM-SEG needs at least one segment")
+            return write_dicom_seg(pred.labels, pred.source, out_path, names, series_uid=series_uid)
+        raise ValueError(f"unknown output format {fmt!r}; use nifti or dicom-seg")
+
+    def predict_cases(
+        self, cases: Sequence[tuple[str, list[Path]]], out_dir: str | os.PathLike, fmt: str = "nifti", rank: int = 0, world_size: int = 1
+    ) -> list[Path]:
+        """Predict many cases into ``out_dir`` (``{case}.nii.gz`` / ``{case}.dcm``); rank r takes cases r, r+N, ..."""
+        out_dir = Path(out_dir)
+        written = []
+        mine = list(cases)[rank::world_size]
+        for case, paths in tqdm(mine, desc="predicting", disable=rank != 0 or len(mine) < 2):
+            ending = ".dcm" if fmt == "dicom-seg" else ".nii.gz"
+            written.append(self.predict_file(paths if len(paths) > 1 else paths[0], out_dir / f"{case}{ending}", fmt))
+            log.info("%s -> %s", case, written[-1])
+        return written
+
+
+def uses_nonzero_mask(spec: DatasetSpec) -> bool:
+    """True for specs normalised with nonzero z-score: exact zeros in every channel are outside the scan
+    (skull-stripped MRI, BraTS) and are predicted background there, as nnU-Net does."""
+    return spec.normalization["type"] == "zscore" and bool(spec.normalization.get("nonzero"))
+
+
+def _to_labels(probs: torch.Tensor, spec: DatasetSpec, largest_component: bool) -> torch.Tensor:
+    from .postprocess import keep_largest_component, probabilities_to_labels
+
+    if spec.regions:
+        labels = probabilities_to_labels(probs, spec.regions)
+    else:
+        labels = probabilities_to_labels(probs)
+        inverse = torch.tensor(sorted(spec.labels.values()), device=labels.device)  # class index -> label value
+        labels = inverse[labels]
+    return keep_largest_component(labels) if largest_component else labels
+
+
+def resolve_inputs(path: str | os.PathLike, spec: DatasetSpec | None = None) -> list[tuple[str, list[Path]]]:
+    """Cases of an input path: one file, a DICOM series folder, a folder of volumes (nnU-Net ``_0000``
+    channel files grouped), or a dataset folder (its test section when present, else its training cases)."""
+    from ..data.datalist import build_datalist, detect_layout
+    from ..data.io import list_dicom_series
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "input not found")
+    if path.is_file():
+        return [(_case_name(path.name), [path])]
+    try:
+        if list_dicom_series(path):
+            return [(path.name, [path])]
+    except DataError:
+        pass
+    try:
+        detect_layout(path)
+        sections = build_datalist(path, spec)
+        items = sections.get("test") or sections.get("training", [])
+        return [(it["case"], list(it["image"])) for it in items]
+    except DataError:
+        pass
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(VOLUME_ENDINGS))
+    if not files:
+        raise DataError(path, "no volumes here (expected NIfTI/NRRD/MHA files, DICOM files or a dataset layout)")
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        m = re.match(r"(.+)_(\d{4})$", _case_name(f.name))
+        groups.setdefault(m.group(1) if m else _case_name(f.name), []).append(f)
+    return sorted(groups.items())
+
+
+def _case_name(name: str) -> str:
+    for ending in VOLUME_ENDINGS + (".dcm",):
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return name
