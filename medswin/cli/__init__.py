@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..data.errors import DataError
-from . import data, demo, models
+from . import data, demo, evaluate, models, predict, train
 
-SUBCOMMANDS = (models, data, demo)
+SUBCOMMANDS = (models, data, train, predict, evaluate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, TypeError, DataError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, TypeError, ImportError, DataError) as exc:
         if args.verbose:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"medswin {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as exc:  # anything else is a bug or an environment problem: still one line
+        if args.verbose:
+            raise
+        print(f"medswin {args.command}: error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 1

@@ -1,4 +1,4 @@
-"""``medswin models [PATTERN]``: the model table; ``medswin models --info NAME``: one model's facts."""
+"""``medswin models list [PATTERN]`` (the model table) and ``medswin models info NAME`` (one model)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,29 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``models`` subcommand."""
-    p = sub.add_parser("models", help="list registered models (params, size divisor, default roi)")
-    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'swin_unetr_*'")
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--out-channels", type=int, default=2)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run)
+    """Add ``models list`` and ``models info``."""
+    p = sub.add_parser("models", help="registered models: list, info")
+    models_sub = p.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    ls = models_sub.add_parser("list", help="table of models (params, size divisor, default roi, paper)")
+    ls.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'swin_unetr_*'")
+    ls.add_argument("--in-channels", type=int, default=1)
+    ls.add_argument("--out-channels", type=int, default=2)
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=run_list)
+    info = models_sub.add_parser("info", help="one model: parameters, preset, constructor arguments")
+    info.add_argument("name")
+    info.add_argument("--in-channels", type=int, default=1)
+    info.add_argument("--out-channels", type=int, default=2)
+    info.set_defaults(func=run_info)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_list(args: argparse.Namespace) -> int:
     """Print the table (or JSON) of models matching the pattern."""
     from ..models import list_models, model_info
 
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no model matches {args.pattern!r}; try 'medswin models'")
+        raise ValueError(f"no model matches {args.pattern!r}; try 'medswin models list'")
     infos = [model_info(n, args.in_channels, args.out_channels) for n in names]
     if args.json:
         print(json.dumps(infos, indent=2, default=list))
@@ -31,4 +38,18 @@ def run(args: argparse.Namespace) -> int:
     for info in infos:
         roi = "x".join(map(str, info["default_roi"]))
         print(f"{info['name']:<22} {info['params'] / 1e6:>9.2f}M {info['size_divisor']:>8} {roi:>14}  {info['paper']}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print one model's facts and the keyword arguments ``create_model`` accepts for it."""
+    from ..models import model_info, valid_kwargs
+
+    info = model_info(args.name, args.in_channels, args.out_channels)
+    print(f"{info['name']}: {info['params']:,} parameters ({args.in_channels} -> {args.out_channels} channels)")
+    print(f"  paper:        {info['paper']}")
+    print(f"  size divisor: {info['size_divisor']} (every spatial size of the input must be a multiple)")
+    print(f"  default roi:  {'x'.join(map(str, info['default_roi']))}")
+    print(f"  preset:       {json.dumps(info['preset'])}")
+    print(f"  options:      {', '.join(valid_kwargs(args.name))}")
     return 0

@@ -94,9 +94,9 @@ def intensity_transform(spec: DatasetSpec, keys: KeysCollection = "image") -> Ma
     return NormalizeIntensityd(keys, nonzero=n["nonzero"], channel_wise=n["channel_wise"])
 
 
-def _base(spec: DatasetSpec, keys: list[str]) -> list:
+def _base(spec: DatasetSpec, keys: list[str], reader: ImageReader | None = None) -> list:
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
-    steps: list = [LoadImaged(keys, reader=reader_for(spec), image_only=True), EnsureChannelFirstd(keys)]
+    steps: list = [LoadImaged(keys, reader=reader or reader_for(spec), image_only=True), EnsureChannelFirstd(keys)]
     if "label" in keys and spec.regions:
         steps.append(LabelToRegionsd("label", spec.regions))
     steps += [
@@ -121,7 +121,9 @@ def train_transforms(
             SpatialPadd(keys, spatial_size=roi),
             RandCropByPosNegLabeld(
                 keys, label_key="label", spatial_size=roi, pos=pos, neg=neg, num_samples=num_samples,
-                image_key="image", image_threshold=0,
+                # CT: background patches only where there is tissue (air is 0 after the window);
+                # MRI: anywhere outside the labels (brain MRI is labelled wall to wall inside the mask)
+                image_key="image" if spec.is_ct else None, image_threshold=0,
             ),  # fmt: skip
             RandFlipd(keys, prob=0.5, spatial_axis=0),
             RandFlipd(keys, prob=0.5, spatial_axis=1),
@@ -140,9 +142,12 @@ def val_transforms(spec: DatasetSpec) -> Compose:
     return Compose(_base(spec, keys) + [EnsureTyped(keys)])
 
 
-def infer_transforms(spec: DatasetSpec) -> Compose:
-    """Inference pipeline for images alone; invert predictions with :func:`invert_transforms`."""
-    return Compose(_base(spec, ["image"]) + [EnsureTyped("image")])
+def infer_transforms(spec: DatasetSpec, reader: ImageReader | None = None) -> Compose:
+    """Inference pipeline for images alone; invert predictions with :func:`invert_transforms`.
+
+    ``reader`` overrides the spec's (e.g. :class:`SimpleITKReader` for a DICOM folder input).
+    """
+    return Compose(_base(spec, ["image"], reader) + [EnsureTyped("image")])
 
 
 def invert_transforms(infer: Compose, keys: KeysCollection = "pred", nearest: bool = False) -> Invertd:

@@ -1,0 +1,93 @@
+"""``medswin predict -i IN -o OUT --model NAME|CHECKPOINT``: segment a file, a DICOM folder or a folder of cases."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` subcommand."""
+    p = sub.add_parser("predict", help="segment volumes (NIfTI/NRRD/MHA file, DICOM folder, folder of cases)")
+    p.add_argument("-i", "--input", required=True, help="a volume, a DICOM series folder, or a folder/dataset of cases")
+    p.add_argument("-o", "--output", required=True, help="output file (one case) or folder")
+    p.add_argument("--model", required=True, help="medswin checkpoint (.pt) or a registered model name (then --dataset)")
+    p.add_argument("--dataset", help="dataset spec of the model (needed with a model name)")
+    p.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
+    p.add_argument("--weights", help="weights for a model name: medswin checkpoint or MONAI SwinUNETR state dict")
+    p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"))
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--sw-batch-size", default="1", help="windows per forward pass, or 'auto'")
+    p.add_argument("--mirror", action="store_true", help="average over the 8 mirror images (8x slower)")
+    p.add_argument("--largest-component", action="store_true", help="keep the largest component of each class")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--format", default="nifti", choices=["nifti", "dicom-seg"])
+    p.add_argument("--series-uid", help="which series of a DICOM folder holding several")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    p.set_defaults(func=run)
+
+
+def build_predictor(args: argparse.Namespace):
+    """A :class:`Predictor` from a checkpoint, or from a model name + dataset (+ weights)."""
+    from ..inference import Predictor
+
+    sw = args.sw_batch_size if args.sw_batch_size == "auto" else int(args.sw_batch_size)
+    options = {
+        "roi_size": tuple(args.roi) if args.roi else None, "overlap": args.overlap, "sw_batch_size": sw,
+        "amp": args.amp, "mirror": args.mirror, "largest_component": args.largest_component, "device": args.device,
+    }  # fmt: skip
+    if Path(args.model).is_file():
+        if args.weights:
+            raise ValueError("--weights goes with a model name; a checkpoint carries its own weights")
+        return Predictor.from_checkpoint(args.model, **{k: v for k, v in options.items() if v is not None})
+    from ..data.spec import get_dataset_spec
+    from ..models import create_model
+
+    if not args.dataset:
+        raise ValueError(f"--model {args.model!r} is not a file: give a checkpoint, or a model name with --dataset")
+    spec = get_dataset_spec(args.dataset, args.datasets)
+    model = create_model(args.model, in_channels=spec.num_channels, out_channels=spec.out_channels)
+    if args.weights:
+        load_weights(model, args.weights)
+    else:
+        log.warning("no --weights: %s is untrained, its labels are meaningless", args.model)
+    return Predictor(model, spec, **options)
+
+
+def load_weights(model, path: str) -> None:
+    """Load a medswin checkpoint's model, a MONAI SwinUNETR checkpoint, or a plain matching state dict."""
+    from ..models._weights import load_checkpoint_file, load_matching
+
+    state = load_checkpoint_file(path)
+    if isinstance(state.get("model"), dict):
+        state = state["model"]
+    if hasattr(model, "load_monai_state_dict") and any(k.startswith(("swinViT.", "module.", "encoder1.")) for k in state):
+        report = model.load_monai_state_dict(state, source=path)
+    else:
+        report = load_matching(model, state, path)
+    log.info("%s", report)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the inputs, predict each case, report where the outputs went."""
+    from ..distributed import init_distributed
+    from ..inference import resolve_inputs
+
+    predictor = build_predictor(args)
+    cases = resolve_inputs(args.input, predictor.spec)
+    out = Path(args.output)
+    single_file = out.name.endswith((".nii", ".nii.gz", ".dcm"))
+    if single_file and len(cases) != 1:
+        raise ValueError(f"{args.input} holds {len(cases)} cases: give an output folder, not a file")
+    if single_file:
+        case, paths = cases[0]
+        written = [predictor.predict_file(paths if len(paths) > 1 else paths[0], out, args.format, args.series_uid)]
+    else:
+        info = init_distributed("cpu" if predictor.device.type == "cpu" else "auto")
+        written = predictor.predict_cases(cases, out, args.format, info.rank, info.world_size)
+    for path in written:
+        print(path)
+    return 0
