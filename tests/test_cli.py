@@ -1,58 +1,100 @@
-"""The ``medswin`` command line: model table, errors, and the demo's outputs."""
+"""The ``medswin`` command line, in process (``main([...])``): every subcommand and its error paths."""
 
 from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from medswin.cli import main
-from medswin.data.synthetic import make_phantom
+from medswin.data.io import load_volume
 
 
-def test_models_table(capsys):
-    assert main(["models", "swin_unetr_*"]) == 0
+def test_models_list_and_info(capsys):
+    assert main(["models", "list", "swin_unetr_*"]) == 0
     out = capsys.readouterr().out
     assert "swin_unetr_tiny" in out and "swin_unetr_base" in out and "62.19M" in out
-
-
-def test_models_json(capsys):
-    assert main(["models", "swin_unetr_tiny", "--json", "--out-channels", "14"]) == 0
-    info = json.loads(capsys.readouterr().out)[0]
-    assert info["name"] == "swin_unetr_tiny" and info["size_divisor"] == 32
+    assert main(["models", "list", "swin_unetr_tiny", "--json", "--out-channels", "14"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["size_divisor"] == 32
+    assert main(["models", "info", "swin_unetr_small"]) == 0
+    out = capsys.readouterr().out
+    assert "size divisor: 32" in out and "use_v2" in out and "feature_size" in out
 
 
 def test_unknown_model_is_one_clear_line(capsys):
-    assert main(["demo", "--model", "swin_unetr_nope"]) == 2
+    assert main(["models", "info", "swin_unetr_nope"]) == 2
     err = capsys.readouterr().err
-    assert "unknown model 'swin_unetr_nope'" in err and "Traceback" not in err
+    assert "unknown model 'swin_unetr_nope'" in err and "swin_unetr_tiny" in err and "Traceback" not in err
 
 
-def test_bad_roi_is_explained(capsys, tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--size", "64", "64", "64", "--roi", "48", "48", "48"]) == 2
-    assert "multiple of 32" in capsys.readouterr().err
+def test_train_errors(capsys, tmp_path):
+    assert main(["train", "--dataset", "btcv"]) == 2
+    assert "no dataset folder" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epoch: 3\n")
+    assert main(["train", "--config", str(cfg), "--data", str(tmp_path)]) == 2
+    assert "unknown config key(s) ['epoch']" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--dataset", "btcv"]) == 2
+    assert "nowhere: dataset folder not found" in capsys.readouterr().err
 
 
-def test_phantom_is_seeded_and_labelled():
-    a, b = make_phantom((32, 40, 48), num_classes=4, seed=3), make_phantom((32, 40, 48), num_classes=4, seed=3)
-    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
-    assert set(np.unique(a.label)) <= {0, 1, 2, 3} and (a.label > 0).mean() > 0.02
-    # class k is brighter than class k-1 on average (the phantom's contrast)
-    means = [a.image[0][a.label == k].mean() for k in np.unique(a.label)]
-    assert means == sorted(means)
+def test_predict_and_evaluate_errors(capsys, tmp_path):
+    assert main(["predict", "-i", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o"), "--model", "swin_unetr_tiny"]) == 2
+    assert "give a checkpoint, or a model name with --dataset" in capsys.readouterr().err
+    assert main(["predict", "-i", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o"), "--model", "swin_unetr_tiny",
+                 "--dataset", "btcv", "--roi", "96", "96", "96"]) == 2  # fmt: skip
+    assert "x.nii.gz: input not found" in capsys.readouterr().err
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--dataset", "btcv"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError):
+        main(["--verbose", "train", "--dataset", "btcv"])
 
 
 @pytest.mark.slow
-def test_demo_writes_labels_on_the_volume_grid(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--size", "96", "64", "64", "--amp", "fp32"]) == 0
-    labels = nib.load(tmp_path / "labels.nii.gz")
-    phantom = nib.load(tmp_path / "phantom.nii.gz")
-    assert labels.shape == (96, 64, 64)
-    assert np.allclose(labels.affine, phantom.affine) and np.allclose(labels.header.get_zooms(), (1.5, 1.5, 2.0))
-    assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2}
-    timing = json.loads((tmp_path / "timing.json").read_text())
-    assert timing["seconds"] > 0 and timing["precision"] == "torch.float32"
-    assert not list(tmp_path.glob(".tmp-*"))  # atomic writes leave no temp files
-    assert "took" in capsys.readouterr().out
+def test_train_predict_evaluate_round_trip(capsys, tmp_path, synth_dataset):
+    data, spec_file = synth_dataset
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "synth-ct", "--data", str(data), "--datasets", str(spec_file), "--out", str(run),
+            "--epochs", "1", "--iterations-per-epoch", "2", "--num-samples", "1", "--amp", "fp32", "--folds", "1"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    ckpt = run / "checkpoint_last.pt"
+    # a whole dataset folder in, one file per case out
+    assert main(["predict", "-i", str(data), "-o", str(tmp_path / "pred"), "--model", str(ckpt), "--amp", "fp32"]) == 0
+    preds = sorted((tmp_path / "pred").glob("*.nii.gz"))
+    assert [p.name for p in preds] == ["case_000.nii.gz", "case_001.nii.gz", "case_002.nii.gz"]
+    image = load_volume(data / "imagesTr" / "case_000.nii.gz")
+    seg = load_volume(preds[0])
+    assert seg.spatial_shape == image.spatial_shape and np.allclose(seg.affine, image.affine)
+    # one file in, one file out, with mirroring and post-processing
+    single = tmp_path / "single.nii.gz"
+    assert main(["predict", "-i", str(data / "imagesTr" / "case_001.nii.gz"), "-o", str(single), "--model", str(ckpt),
+                 "--mirror", "--largest-component", "--amp", "fp32"]) == 0  # fmt: skip
+    assert single.is_file()
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(data / "labelsTr"), "--dataset", "synth-ct",
+                 "--datasets", str(spec_file), "--out", str(out), "--images", str(data / "imagesTr")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| organ |" in printed and "| lesion |" in printed and "**mean**" in printed
+    for name in ("per_case.csv", "summary.json", "summary.md", "boxplot_dice.png", "overlay_best.png"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_the_real_template(capsys, tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--budget-minutes", "0.4"]) == 0
+    printed = capsys.readouterr().out
+    assert "| CSF |" in printed and "| GM |" in printed and "| WM |" in printed
+    result = json.loads((tmp_path / "demo.json").read_text())
+    assert result["steps"] >= 10
+    for name in ("GM", "WM"):
+        assert 0.0 <= result["summary"]["per_class"][name]["dice"]["mean"] <= 1.0
+    assert (tmp_path / "prediction" / "mni_superior.nii.gz").is_file()
+    assert (tmp_path / "report" / "overlay_worst.png").is_file() and (tmp_path / "run" / "curves.png").is_file()

@@ -1,0 +1,152 @@
+"""The trainer: configuration, schedule, learning, checkpoints, exact resume after SIGKILL, DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medswin.data.spec import load_dataset_specs
+from medswin.training import ConfigError, TrainConfig, Trainer
+from medswin.training.trainer import warmup_cosine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path, data, spec_file, **kw):
+    values = dict(model="swin_unetr_tiny", dataset="synth-ct", data=str(data), out=str(tmp_path / "run"),
+                  datasets_files=[str(spec_file)], epochs=2, iterations_per_epoch=2, num_samples=1, lr=2e-3,
+                  val_every=0, amp="fp32", n_folds=3, seed=0)  # fmt: skip
+    values.update(kw)
+    return TrainConfig.from_dict(values)
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="'lr' must be positive"):
+        TrainConfig.from_dict({"lr": 0})
+    path = tmp_path / "c.yaml"
+    path.write_text("model: swin_unetr_small\nepochs: 7\n")
+    cfg = TrainConfig.from_yaml(path, {"epochs": 9, "lr": None})
+    assert cfg.model == "swin_unetr_small" and cfg.epochs == 9 and cfg.lr == 1e-4
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 4, 20) == pytest.approx(0.25)
+    assert warmup_cosine(3, 4, 20) == pytest.approx(1.0)
+    assert warmup_cosine(12, 4, 20) == pytest.approx(0.5)
+    assert warmup_cosine(20, 4, 20) == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_trainer_learns_validates_and_writes_outputs(tmp_path, synth_dataset):
+    data, spec_file = synth_dataset
+    cfg = _config(tmp_path, data, spec_file, epochs=4, iterations_per_epoch=3, val_every=2)
+    trainer = Trainer(cfg)
+    assert len(trainer.train_cases) == 2 and len(trainer.val_cases) == 1  # fold 0 of 3
+    summary = trainer.fit()
+    losses = [row["train_loss"] for row in trainer.history]
+    assert losses[-1] < losses[0]
+    assert summary["steps"] == 12 and "dice_mean" in trainer.history[1] and "dice_mean" in trainer.history[3]
+    assert 0.0 <= summary["best_metric"] <= 1.0
+    out = Path(cfg.out)
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "metrics.csv", "curves.png", "config.yaml"):
+        assert (out / name).is_file(), name
+    ckpt = torch.load(out / "checkpoint_last.pt", weights_only=True)  # no pickle needed
+    assert ckpt["epoch"] == 4 and ckpt["model_name"] == "swin_unetr_tiny" and ckpt["spec"]["name"] == "synth-ct"
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert not list(out.glob(".tmp-*"))
+
+
+def _train_cmd(data, spec_file, out, extra=()):
+    return [sys.executable, "-m", "medswin", "train", "--dataset", "synth-ct", "--data", str(data), "--datasets",
+            str(spec_file), "--model", "swin_unetr_tiny", "--out", str(out), "--epochs", "4",
+            "--iterations-per-epoch", "2", "--num-samples", "1", "--lr", "2e-3", "--amp", "fp32", "--val-every", "0",
+            "--roi", "64", "64", "32", "--folds", "1", *extra]  # fmt: skip
+
+
+def _losses(out: Path) -> list[float]:
+    return [float(r["train_loss"]) for r in csv.DictReader((out / "metrics.csv").open())]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_repeats_the_uninterrupted_run(tmp_path, synth_dataset):
+    data, spec_file = synth_dataset
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    full = tmp_path / "full"
+    subprocess.run(_train_cmd(data, spec_file, full), check=True, env=env, capture_output=True)
+    reference = _losses(full)
+    assert len(reference) == 4
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(data, spec_file, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill as soon as epoch 2's checkpoint and metrics are on disk
+        if (killed / "metrics.csv").is_file() and len(_losses(killed)) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(_losses(killed))
+    assert 2 <= done_before < 4, "the run finished before it could be killed"
+    subprocess.run(_train_cmd(data, spec_file, killed, ["--resume"]), check=True, env=env, capture_output=True)
+    resumed = _losses(killed)
+    assert resumed == reference  # bit-identical losses for the epochs after the kill
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, spec_file: str, out: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    cfg = TrainConfig.from_dict(dict(model="swin_unetr_tiny", dataset="synth-ct", data=data, out=out,
+                                     datasets_files=[spec_file], epochs=2, iterations_per_epoch=2, num_samples=1,
+                                     lr=2e-3, val_every=0, amp="fp32", n_folds=1, device="cpu",
+                                     roi_size=[64, 64, 32]))  # fmt: skip
+    trainer = Trainer(cfg)
+    assert trainer.dist.world_size == world and trainer.dist.rank == rank
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path, synth_dataset):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    data, spec_file = synth_dataset
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(2, port, str(data), str(spec_file), str(out)), nprocs=2, join=True)
+    a = torch.load(out / "rank0.pt", weights_only=True)
+    b = torch.load(out / "rank1.pt", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (out / "checkpoint_last.pt").is_file()
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2  # rank 0 alone wrote
+
+
+def test_specs_for_training_are_self_contained(tmp_path, synth_dataset):
+    from medswin.training.checkpoint import spec_from_dict, spec_to_dict
+
+    _, spec_file = synth_dataset
+    spec = load_dataset_specs([spec_file])["synth-ct"]
+    again = spec_from_dict(spec_to_dict(spec))
+    assert again.labels == spec.labels and again.target_spacing == spec.target_spacing and again.name == "synth-ct"
+    brats = load_dataset_specs()["brats2023"]
+    assert spec_from_dict(spec_to_dict(brats)).regions == brats.regions
