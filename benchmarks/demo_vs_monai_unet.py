@@ -129,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(res["summary"]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()).get("results", []) if out.is_file() else []
+    names = {r["entry"] for r in results}
+    merged = [r for r in previous if r["entry"] not in names] + results  # rerun entries replace old ones
     out.write_text(json.dumps({"benchmark": "demo_vs_monai_unet", "budget_minutes": args.budget_minutes,
                                "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                               "results": results}, indent=2))  # fmt: skip
+                               "results": merged}, indent=2))  # fmt: skip
     print(f"\nwrote {out}")
     return 0
 

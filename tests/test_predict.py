@@ -125,5 +125,6 @@ def test_resolve_inputs_for_every_kind_of_input(tmp_path, synth_dataset):
     cases = resolve_inputs(folder)
     assert [c for c, _ in cases] == ["a", "b"] and len(cases[0][1]) == 2
     assert len(resolve_inputs(data)) == 3  # a Decathlon dataset folder: its training cases
+    assert [c for c, _ in resolve_inputs(data / "dataset.json")] == ["case_000", "case_001", "case_002"]
     with pytest.raises(DataError, match="input not found"):
         resolve_inputs(tmp_path / "missing")

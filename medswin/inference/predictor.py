@@ -293,14 +293,17 @@ def _to_labels(probs: torch.Tensor, spec: DatasetSpec, largest_component: bool) 
 
 
 def resolve_inputs(path: str | os.PathLike, spec: DatasetSpec | None = None) -> list[tuple[str, list[Path]]]:
-    """Cases of an input path: one file, a DICOM series folder, a folder of volumes (nnU-Net ``_0000``
-    channel files grouped), or a dataset folder (its test section when present, else its training cases)."""
+    """Cases of an input path: one file, a DICOM series folder, a datalist JSON, a folder of volumes
+    (nnU-Net ``_0000`` channel files grouped), or a dataset folder (its test section when present,
+    else its training cases)."""
     from ..data.datalist import build_datalist, detect_layout
     from ..data.io import list_dicom_series
 
     path = Path(path)
     if not path.exists():
         raise DataError(path, "input not found")
+    if path.is_file() and path.suffix == ".json":
+        return _datalist_inputs(path)
     if path.is_file():
         return [(_case_name(path.name), [path])]
     try:
@@ -323,6 +326,29 @@ def resolve_inputs(path: str | os.PathLike, spec: DatasetSpec | None = None) -> 
         m = re.match(r"(.+)_(\d{4})$", _case_name(f.name))
         groups.setdefault(m.group(1) if m else _case_name(f.name), []).append(f)
     return sorted(groups.items())
+
+
+def _datalist_inputs(path: Path) -> list[tuple[str, list[Path]]]:
+    """Cases of a datalist JSON: a list of ``{"image": ...}`` / paths, or a Decathlon-style dict
+    (its ``test`` section when present, else ``training``, else ``validation``)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"cannot read the datalist ({exc})") from None
+    if isinstance(data, dict):
+        data = data.get("test") or data.get("training") or data.get("validation") or []
+    cases = []
+    for entry in data:
+        images = entry.get("image") if isinstance(entry, dict) else entry
+        images = images if isinstance(images, list) else [images]
+        resolved = [p if Path(p).is_absolute() else (path.parent / p).resolve() for p in map(str, images)]
+        paths = [Path(p) for p in resolved]
+        cases.append((_case_name(paths[0].name), paths))
+    if not cases:
+        raise DataError(path, "the datalist has no entries")
+    return cases
 
 
 def _case_name(name: str) -> str:

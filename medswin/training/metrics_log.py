@@ -31,6 +31,7 @@ class MetricsLog:
 
     def __init__(self, out: Path, enabled: bool = True) -> None:
         self.out, self.enabled, self.writer = Path(out), enabled, None
+        self._csv_keys: list[str] | None = None
 
     def open(self, purge_step: int = 0) -> None:
         """Start TensorBoard logging (dropping events after ``purge_step`` left by an interrupted run)."""
@@ -45,17 +46,28 @@ class MetricsLog:
         self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge_step or None)
 
     def write(self, history: list[dict[str, Any]], row: dict[str, Any]) -> None:
-        """Rewrite ``metrics.csv`` with the whole history and log ``row`` to TensorBoard."""
+        """Add ``row`` (the last of ``history``) to ``metrics.csv`` and TensorBoard.
+
+        The CSV is rewritten atomically from ``history`` when its columns change (or on the first
+        write of a resumed run, which drops rows an interrupted run wrote after its last
+        checkpoint) and appended to otherwise.
+        """
         if not self.enabled:
             return
         keys: list[str] = []
         for r in history:
             keys += [k for k in r if k not in keys]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-        _write_atomic(self.out / "metrics.csv", buf.getvalue().encode())
+        path = self.out / "metrics.csv"
+        if keys != self._csv_keys or not path.is_file():
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+            _write_atomic(path, buf.getvalue().encode())
+            self._csv_keys = keys
+        else:
+            with path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=keys).writerow(row)
         if self.writer is not None:
             for key, value in row.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):

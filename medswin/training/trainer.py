@@ -252,7 +252,8 @@ class Trainer:
                 yield next(it)
 
     def _calibrate(self, seconds_per_step: float, elapsed: float) -> None:
-        """Fit the number of epochs to the time budget once the step time is known."""
+        """Fit the number of epochs to the time budget, at the end of the first epoch(s) that hold
+        ``calibration_steps`` timed steps (epoch overheads included in the step time)."""
         budget = self.config.budget_minutes * 60.0
         remaining_steps = max(0, int((budget - elapsed) / max(seconds_per_step, 1e-6)))
         epochs = max(1, min(self.config.epochs, (self.step + remaining_steps) // self.iterations_per_epoch))
@@ -271,7 +272,7 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         self.log.open(purge_step=self.start_epoch)
         t_start = time.perf_counter()
-        step_times: list[float] = []
+        first_step_done: tuple[float, int] | None = None
         calibrate = self.config.budget_minutes is not None and self.start_epoch == 0
         last_val: dict[str, float] = {}
         epoch = self.start_epoch
@@ -280,14 +281,10 @@ class Trainer:
             bar = tqdm(self._epoch_batches(epoch), total=self.iterations_per_epoch, disable=not self.dist.is_main,
                        desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)  # fmt: skip
             for batch in bar:
-                t0 = time.perf_counter()
                 losses.append(self.train_step(batch))
-                step_times.append(time.perf_counter() - t0)
+                if first_step_done is None:
+                    first_step_done = (time.perf_counter(), self.step)  # the first step pays warm-up costs
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-                if calibrate and len(step_times) > self.config.calibration_steps:
-                    per_step = sum(step_times[1:]) / (len(step_times) - 1)  # the first step pays warm-up costs
-                    self._calibrate(per_step, time.perf_counter() - t_start)
-                    calibrate = False
             epoch += 1
             self.start_epoch = epoch
             row: dict[str, Any] = {
@@ -313,6 +310,11 @@ class Trainer:
                 log.info("epoch %d: loss %.4f%s", epoch, row["train_loss"],
                          f", val Dice {row['dice_mean']:.4f}" if "dice_mean" in row else "")  # fmt: skip
             barrier(self.dist)
+            if calibrate and first_step_done is not None and self.step - first_step_done[1] >= self.config.calibration_steps:
+                # wall time per step including data loading, checkpoints and logging of whole epochs
+                per_step = (time.perf_counter() - first_step_done[0]) / (self.step - first_step_done[1])
+                self._calibrate(per_step, time.perf_counter() - t_start)
+                calibrate = False
         self.log.close(self.history)
         return {
             "epochs": self.epochs, "steps": self.step, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
