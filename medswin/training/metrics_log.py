@@ -88,15 +88,17 @@ class MetricsLog:
         except ImportError:
             log.info("matplotlib not installed: no curves.png (pip install 'medswin[demo]')")
             return None
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        val_rows = [r for r in history if "dice_mean" in r]
+        fig, axes = plt.subplots(1, 2 if val_rows else 1, figsize=(10 if val_rows else 5, 4), squeeze=False)
+        ax1 = axes[0, 0]
         ax1.plot([r["epoch"] for r in history], [r["train_loss"] for r in history])
         ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
-        dice_keys = [k for k in history[-1] if k.startswith("dice_")]
-        val_rows = [r for r in history if "dice_mean" in r]
-        for key in dice_keys:
-            ax2.plot([r["epoch"] for r in val_rows], [r.get(key, float("nan")) for r in val_rows], "o-", label=key[5:])
-        ax2.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
-        if dice_keys:
+        if val_rows:  # no validation cases: the loss alone
+            ax2 = axes[0, 1]
+            dice_keys = [k for k in val_rows[-1] if k.startswith("dice_")]
+            for key in dice_keys:
+                ax2.plot([r["epoch"] for r in val_rows], [r.get(key, float("nan")) for r in val_rows], "o-", label=key[5:])
+            ax2.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
             ax2.legend(fontsize=8)
         fig.tight_layout()
         buf = io.BytesIO()
