@@ -131,6 +131,40 @@ def make_brats_phantom(
     return Phantom(np.stack(images), label, tuple(float(s) for s in spacing))  # type: ignore[arg-type]
 
 
+def make_spine_phantom(
+    shape: Sequence[int] = (64, 64, 80),
+    vertebrae: int = 4,
+    spacing: Sequence[float] = (2.0, 2.0, 2.0),
+    seed: int = 0,
+) -> Phantom:
+    """CT-like torso (HU) with a column of ``vertebrae`` bone-like bodies labelled 1..K from the bottom.
+
+    Air (-1000 HU) around an elliptic body of soft tissue (40 HU) along ``z``; each vertebra is an
+    ellipsoid of cortical-like bone (600-900 HU) placed posteriorly, with a random size, a small
+    lateral wobble and a gap (disc, 80 HU) to its neighbours -- enough to make DRRs whose bones
+    must be told apart by position, like a real spine.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(s) for s in shape)
+    grid = _grid(shape)
+    body = ((grid[..., 0] / 0.85) ** 2 + (grid[..., 1] / 0.7) ** 2) <= 1.0
+    hu = np.where(body, 40.0, -1000.0)
+    label = np.zeros(shape, dtype=np.int64)
+    z_edges = np.linspace(-0.85, 0.85, vertebrae + 1)
+    for k in range(vertebrae):
+        zc = (z_edges[k] + z_edges[k + 1]) / 2
+        half = (z_edges[k + 1] - z_edges[k]) / 2 * rng.uniform(0.65, 0.8)
+        centre = np.array([rng.uniform(-0.06, 0.06), -0.35 + rng.uniform(-0.04, 0.04), zc])
+        radius = np.array([rng.uniform(0.16, 0.22), rng.uniform(0.12, 0.17), half])
+        inside = (((grid - centre) / radius) ** 2).sum(-1) <= 1.0
+        label[inside] = k + 1
+        hu[inside] = rng.uniform(600, 900)
+        disc = (np.abs(grid[..., 2] - z_edges[k + 1]) < 0.02) & ((((grid[..., :2] - centre[:2]) / radius[:2]) ** 2).sum(-1) <= 1)
+        hu[disc & (label == 0)] = 80.0
+    hu = hu + rng.normal(0, 15, size=shape)
+    return Phantom(hu[None].astype(np.float32), label, tuple(float(s) for s in spacing))  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------------------------
 # dataset writers
 # ---------------------------------------------------------------------------------------------
