@@ -7,7 +7,7 @@ EXTRAS ?= test,demo,dicom
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medswin-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-demo clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/swin_unetr_vs_monai.py
+	$(BIN)/python benchmarks/models_table.py
+
+# the demo task at equal wall time against MONAI's UNet and SwinUNETR (about 17 minutes)
+bench-demo: $(STAMP)
+	$(BIN)/python benchmarks/demo_vs_monai_unet.py --budget-minutes 5
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
