@@ -68,7 +68,9 @@ def test_state_dict_round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", TINY)
 def test_every_parameter_receives_a_gradient(name):
     model = create_model(name, in_channels=1, out_channels=2).train()
-    model(_input(model)).square().mean().backward()
+    out = model(_input(model))  # deep-supervision models return a dict of outputs in training mode
+    loss = sum(v.square().mean() for v in out.values()) if isinstance(out, dict) else out.square().mean()
+    loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert missing == []
 

@@ -3,12 +3,16 @@ channels-last conv blocks and the UNETR decoder.  Imports nothing else of medswi
 
 from .attention import WindowAttention3D
 from .conv import ChannelsLastConv3d, OutBlock, ResConvBlock, UpBlock
+from .cswin import CSwinAttention3D, CSwinBlock3D, CSwinEncoder3D
 from .decoder import UNETRDecoder
 from .norm import instance_norm_act
 from .swin import Mlp, PatchEmbed, PatchMerging3D, SwinBlock3D, SwinEncoder3D, SwinStage3D
 from .window import WindowLayout, get_window_layout, window_partition, window_reverse
 
 __all__ = [
+    "CSwinAttention3D",
+    "CSwinBlock3D",
+    "CSwinEncoder3D",
     "ChannelsLastConv3d",
     "Mlp",
     "OutBlock",

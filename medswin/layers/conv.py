@@ -13,6 +13,8 @@ with the same parameter shapes, but:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -53,6 +55,21 @@ def _conv(spatial_dims: int, cin: int, cout: int, kernel: int) -> nn.Module:
     return nn.Conv2d(cin, cout, kernel_size=kernel, padding=kernel // 2, bias=False)
 
 
+def _factor(upsample: int | Sequence[int], spatial_dims: int) -> int | tuple[int, ...]:
+    """Validate an up-sampling factor: a positive int, or ``spatial_dims`` positive ints."""
+    if isinstance(upsample, int):
+        factor: int | tuple[int, ...] = upsample
+        values = [upsample]
+    else:
+        factor = tuple(int(u) for u in upsample)
+        values = list(factor)
+        if len(factor) != spatial_dims:
+            raise ValueError(f"upsample needs an int or {spatial_dims} per-axis factors, got {tuple(upsample)}")
+    if any(v < 1 for v in values):
+        raise ValueError(f"upsample factors must be positive, got {upsample!r}")
+    return factor
+
+
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """Return ``x`` in channels-last memory format (a no-op when it already is)."""
     fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
@@ -88,13 +105,21 @@ class ResConvBlock(nn.Module):
 class UpBlock(nn.Module):
     """Decoder step (MONAI ``UnetrUpBlock``): transposed conv x2, concatenate the skip, ResConvBlock.
 
-    ``forward(x, skip)``: ``x`` ``(B, in, *s)`` and ``skip`` ``(B, out, *2s)`` -> ``(B, out, *2s)``.
+    ``upsample`` is the factor of the transposed convolution (kernel = stride): an int (2, MONAI's
+    ``upsample_kernel_size``) or one factor per axis, e.g. ``(1, 2, 2)`` to keep the slice axis of
+    an anisotropic encoder.
+
+    ``forward(x, skip)``: ``x`` ``(B, in, *s)`` and ``skip`` ``(B, out, *(s * upsample))`` ->
+    ``(B, out, *(s * upsample))``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, spatial_dims: int = 3, upsample: int = 2) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, spatial_dims: int = 3, upsample: int | Sequence[int] = 2
+    ) -> None:
         super().__init__()
+        factor = _factor(upsample, spatial_dims)
         cls = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
-        self.transp_conv = cls(in_channels, out_channels, kernel_size=upsample, stride=upsample, bias=False)
+        self.transp_conv = cls(in_channels, out_channels, kernel_size=factor, stride=factor, bias=False)
         self.conv_block = ResConvBlock(2 * out_channels, out_channels, spatial_dims=spatial_dims)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:

@@ -180,6 +180,13 @@ class SwinStage3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, *grid, C)`` -> ``(B, *grid', C')`` (halved grid and doubled channels if merging)."""
+        x = self.forward_blocks(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage without its patch merging: ``(B, *grid, C)`` -> ``(B, *grid, C)``."""
         if self.conv_block is not None:
             x = map_to_tokens(self.conv_block(tokens_to_map(x)))
         for block in self.blocks:
@@ -187,8 +194,6 @@ class SwinStage3D(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        if self.downsample is not None:
-            x = self.downsample(x)
         return x
 
 
@@ -214,13 +219,21 @@ class PatchEmbed(nn.Module):
 
 
 class SwinEncoder3D(nn.Module):
-    """Hierarchical Swin encoder returning 5 multi-scale feature maps.
+    """Hierarchical Swin encoder returning multi-scale feature maps, in one of two layouts.
 
-    ``forward(x)`` with ``x`` of shape ``(B, in_channels, *spatial)`` returns
-    ``[f0, f1, f2, f3, f4]`` with ``f_i`` of shape ``(B, C * 2^i, *spatial / (p * 2^i))``: the patch
-    embedding and the output of each stage after its patch merging (MONAI ``SwinTransformer``
-    semantics).  With ``normalize=True`` each feature gets a parameter-free LayerNorm over
-    channels.  Features are channels-last in memory.
+    ``out_layout="monai"`` (default): ``forward(x)`` with ``x`` of shape ``(B, in_channels, *spatial)``
+    returns 5 maps ``[f0, f1, f2, f3, f4]`` with ``f_i`` of shape ``(B, C * 2^i, *spatial / (p * 2^i))``:
+    the patch embedding and the output of each stage after its patch merging (MONAI
+    ``SwinTransformer`` semantics).  With ``normalize=True`` each feature gets a parameter-free
+    LayerNorm over channels.
+
+    ``out_layout="swin"`` (the classic Swin feature pyramid, e.g. DS-TransUNet): returns one map per
+    stage, ``f_i`` (``i = 0..n-1``) of shape ``(B, C * 2^i, *spatial / (p * 2^i))``, the output of
+    stage ``i`` *before* its patch merging, through a learned LayerNorm per stage
+    (``out_norms.i``); the last stage has no patch merging and ``normalize`` is not used.
+
+    Features are channels-last in memory; :attr:`out_channels` and :attr:`reductions` describe the
+    maps of the chosen layout.
 
     Works for 3D (``len(window_size) == 3``) and 2D (``len(window_size) == 2``) inputs; the 2D
     variant serves Swin-X2S.
@@ -234,6 +247,8 @@ class SwinEncoder3D(nn.Module):
         attn_version: ``"v1"`` or ``"v2"`` (Swin V2 attention, post-norm, merge-then-norm).
         stage_conv: MONAI SwinUNETR-V2's residual conv block before each stage.
         use_checkpoint: gradient checkpointing, one flag for all stages or one per stage.
+        out_layout: ``"monai"`` (embedding + post-merge stage outputs) or ``"swin"`` (pre-merge
+            stage outputs with a learned LayerNorm each, no merging after the last stage).
     """
 
     def __init__(
@@ -253,8 +268,11 @@ class SwinEncoder3D(nn.Module):
         stage_conv: bool = False,
         normalize: bool = True,
         use_checkpoint: bool | Sequence[bool] = False,
+        out_layout: str = "monai",
     ) -> None:
         super().__init__()
+        if out_layout not in ("monai", "swin"):
+            raise ValueError(f"out_layout must be 'monai' or 'swin', got {out_layout!r}")
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
         if len(window_size) != len(patch_size) or len(window_size) not in (2, 3):
@@ -265,6 +283,7 @@ class SwinEncoder3D(nn.Module):
             raise ValueError(f"use_checkpoint needs one flag per stage ({n_stages}), got {len(checkpoints)}")
         self.spatial_dims = len(window_size)
         self.normalize = normalize
+        self.out_layout = out_layout
         self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
         self.pos_drop = nn.Dropout(drop_rate)
         total = sum(depths)  # stochastic depth grows linearly over all blocks (plain floats: meta-safe)
@@ -283,26 +302,44 @@ class SwinEncoder3D(nn.Module):
                     drop=drop_rate,
                     attn_drop=attn_drop_rate,
                     attn_version=attn_version,
-                    downsample=True,
+                    downsample=out_layout == "monai" or i < n_stages - 1,
                     conv_block=stage_conv,
                     use_checkpoint=checkpoints[i],
                 )
             )
-        self.out_channels: list[int] = [embed_dim * 2**i for i in range(n_stages + 1)]
+        n_out = n_stages + 1 if out_layout == "monai" else n_stages
+        if out_layout == "swin":
+            self.out_norms = nn.ModuleList(nn.LayerNorm(embed_dim * 2**i) for i in range(n_stages))
+        self.out_channels: list[int] = [embed_dim * 2**i for i in range(n_out)]
         p = patch_size[0]
-        self.reductions: list[int] = [p * 2**i for i in range(n_stages + 1)]
+        self.reductions: list[int] = [p * 2**i for i in range(n_out)]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embedding: ``(B, in, *spatial)`` -> tokens ``(B, *spatial / p, C)``."""
         return self.pos_drop(self.patch_embed(x))
 
     def forward_tokens(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        """Run the stages on embedded tokens; returns the 5 feature maps ``(B, C_i, *grid_i)``."""
+        """Run the stages on embedded tokens; returns the feature maps ``(B, C_i, *grid_i)`` of the layout."""
+        if self.out_layout == "swin":
+            return [tokens_to_map(t) for t in self.forward_pyramid_tokens(tokens)]
         feats = [self._out(tokens)]
         x = tokens
         for stage in self.stages:
             x = stage(x)
             feats.append(self._out(x))
+        return feats
+
+    def forward_pyramid_tokens(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """``out_layout="swin"``: embedded tokens -> normalised pre-merge stage outputs ``(B, *grid_i, C_i)``."""
+        if self.out_layout != "swin":
+            raise RuntimeError("forward_pyramid_tokens needs out_layout='swin'")
+        feats = []
+        x = tokens
+        for stage, norm in zip(self.stages, self.out_norms):
+            x = stage.forward_blocks(x)
+            feats.append(norm(x))
+            if stage.downsample is not None:
+                x = stage.downsample(x)
         return feats
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -2,9 +2,13 @@
 
 from ._registry import create_model, list_models, model_info, register_model, valid_kwargs
 from ._weights import LoadReport, WeightLoadError
+from .cswin_unet import CSwinUNet
+from .ds_transunet import DSTransUNet
 from .swin_unetr import SwinUNETR, load_monai_checkpoint
 
 __all__ = [
+    "CSwinUNet",
+    "DSTransUNet",
     "LoadReport",
     "SwinUNETR",
     "WeightLoadError",
