@@ -77,3 +77,19 @@ def test_up_block_equals_monai():
     ours.load_state_dict({k.replace(".conv.weight", ".weight"): v for k, v in ref.state_dict().items()})
     x, skip = torch.randn(1, 12, 4, 5, 6), torch.randn(1, 6, 8, 10, 12)
     torch.testing.assert_close(ours(x, skip), ref(x, skip), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spatial", [(4, 4, 2), (8, 8, 2), (4, 4, 1), (4, 4, 4)])
+def test_strided_conv_under_bf16_autocast_matches_float32(spatial):
+    # oneDNN's bf16 CPU kernel returns garbage (errors ~10, NaN) for a stride-2 conv whose output is
+    # one voxel thick along the last axis; it made CSwin UNet's last merge NaN in bf16 training
+    torch.manual_seed(0)
+    conv = ChannelsLastConv3d(96, 192, kernel_size=3, stride=2, padding=1)
+    x = torch.randn(4, 96, *spatial)
+    with torch.no_grad():
+        ref = conv(x.bfloat16().float())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+    assert out.dtype == torch.bfloat16
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)

@@ -48,7 +48,7 @@ class _BiasedWindowAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, bias, masks, groups, scale):  # type: ignore[override]
         # detached: SDPA refuses its fused kernels when any input requires grad, grad mode or not
         out, lse = _attend(q.detach(), k.detach(), v.detach(), bias.detach(), masks, groups, scale, with_lse=True)
-        ctx.save_for_backward(q, k, v, bias, masks, out, lse if lse is not None else out.new_empty(0))
+        ctx.save_for_backward(q, k, v, bias, masks, out, lse if lse is not None else out.new_empty((0,)))
         ctx.groups, ctx.scale, ctx.has_lse = groups, scale, lse is not None
         return out
 

@@ -46,7 +46,23 @@ class ChannelsLastConv3d(nn.Conv3d):
             return torch.ops.aten.mkldnn_convolution(
                 x, self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
             )
+        if x.device.type == "cpu" and self._hits_cpu_bf16_bug(x):
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+            with torch.autocast("cpu", enabled=False):
+                bias = None if self.bias is None else self.bias.float()
+                out = self._conv_forward(x.float(), self.weight.float(), bias)
+            return to_channels_last(out.to(dtype))
         return to_channels_last(self._conv_forward(x, self.weight, self.bias))
+
+    def _hits_cpu_bf16_bug(self, x: torch.Tensor) -> bool:
+        """True where oneDNN's bf16/fp16 CPU kernel returns garbage (torch 2.13): a strided conv whose
+        output is one voxel thick along the last axis (e.g. k3 s2 p1 on W=2, 96 -> 192 channels gives
+        errors of 10 or NaN).  Such outputs are tiny, so they run in float32 instead."""
+        low = torch.is_autocast_enabled("cpu") or x.dtype in (torch.bfloat16, torch.float16)
+        if not low or max(self.stride) == 1:
+            return False
+        w = x.shape[-1] + 2 * self.padding[-1] - self.dilation[-1] * (self.kernel_size[-1] - 1) - 1
+        return w // self.stride[-1] + 1 == 1
 
 
 def _conv(spatial_dims: int, cin: int, cout: int, kernel: int) -> nn.Module:

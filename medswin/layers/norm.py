@@ -92,7 +92,7 @@ class _InstanceNormAct(torch.autograd.Function):
         result = x if inplace else _like(out, x, sd)
         ctx.slope, ctx.sd, ctx.has_residual = slope, sd, residual is not None
         # save the returned tensor itself (saving a view of a dirtied input is not allowed)
-        ctx.save_for_backward(result, rv if rv is not None else out.new_empty(0), rstd)
+        ctx.save_for_backward(result, rv if rv is not None else out.new_empty((0,)), rstd)
         return result
 
     @staticmethod
