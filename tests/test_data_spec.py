@@ -47,7 +47,7 @@ def test_user_file_adds_and_overrides(tmp_path):
         ({"target_spacing": [1, 0, 1]}, "target_spacing", "positive"),
         ({"roi_size": [64, 64, 64.5]}, "roi_size", "whole numbers"),
         ({"normalization": {"type": "ct", "a_min": 300, "a_max": 200}}, "normalization", "below a_max"),
-        ({"normalization": {"type": "minmax"}}, "normalization", "ct or zscore"),
+        ({"normalization": {"type": "minmax"}}, "normalization", "ct, zscore or none"),
         ({"channel_names": []}, "channel_names", "non-empty list"),
         ({"layout": "brats", "case_pattern": "X*"}, "channel_suffixes", "suffix"),
         ({"roi": [1, 2, 3]}, "roi", "unknown key"),

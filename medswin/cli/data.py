@@ -21,6 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--layout", choices=["decathlon", "nnunet", "brats", "btcv", "flat"], help="override the layout")
     check.set_defaults(func=run_check)
 
+    drr = data_sub.add_parser("drr", help="coronal and sagittal DRRs of a CT (and its label on the view grid)")
+    drr.add_argument("ct", help="CT volume in HU (NIfTI/NRRD/MHA/DICOM folder)")
+    drr.add_argument("label", nargs="?", help="label volume on the CT's grid (optional)")
+    drr.add_argument("-o", "--out", required=True, help="output folder")
+    drr.add_argument("--size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"), help="detector pixels")
+    drr.add_argument("--pixel-spacing", type=float, help="detector pixel size in mm (default: fit the CT)")
+    drr.add_argument("--perspective", action="store_true", help="cone beam: source 1800 mm, detector 2000 mm")
+    drr.set_defaults(func=run_drr)
+
+    x2s = data_sub.add_parser("prepare-x2s", help="turn a CT segmentation dataset into a biplanar (Swin-X2S) one")
+    x2s.add_argument("path", help="CT dataset folder (Decathlon, nnU-Net, BTCV or flat layout)")
+    x2s.add_argument("--dataset", required=True, help="the CT dataset's registry name (labels)")
+    x2s.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
+    x2s.add_argument("-o", "--out", required=True, help="output folder (gets dataset.json and datasets.yaml)")
+    x2s.add_argument("--size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"))
+    x2s.add_argument("--perspective", action="store_true")
+    x2s.set_defaults(func=run_prepare_x2s)
+
     prep = data_sub.add_parser("prepare", help="build a dataset offline (mni-tissue: the real demo data)")
     prep.add_argument("name", choices=["mni-tissue"])
     prep.add_argument("out", help="output folder (mni-tissue-1mm/ and mni-tissue-2mm/ are created inside)")
@@ -55,4 +73,27 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     for res, folder in build_mni_tissue(args.out).items():
         print(f"mni-tissue {res}: {folder}")
+    return 0
+
+
+def run_drr(args: argparse.Namespace) -> int:
+    """Write both views (NIfTI + PNG) and the aligned label."""
+    from ..data.drr import drr_from_files
+
+    written = drr_from_files(args.ct, args.label, args.out, height=args.size[0], width=args.size[1],
+                             perspective=args.perspective, pixel_spacing=args.pixel_spacing)  # fmt: skip
+    for path in written.values():
+        print(path)
+    return 0
+
+
+def run_prepare_x2s(args: argparse.Namespace) -> int:
+    """Convert a CT dataset into a biplanar one and say how to train on it."""
+    from ..data.biplanar import prepare_biplanar
+    from ..data.spec import get_dataset_spec
+
+    spec = get_dataset_spec(args.dataset, args.datasets)
+    out = prepare_biplanar(args.path, args.out, spec, args.size[0], args.size[1], args.perspective)
+    print(f"biplanar dataset: {out}\ntrain with: medswin train --dataset {spec.name}-x2s --datasets {out / 'datasets.yaml'} "
+          f"--data {out} --model swin_x2s_small")
     return 0

@@ -11,7 +11,9 @@ with one image path per channel file (a single 4D file for Decathlon multi-chann
 * ``btcv``: ``img/img00NN`` + ``label/label00NN`` (under ``RawData/Training`` or not), or MONAI's
   ``dataset_0.json`` when present;
 * ``flat``: ``images/`` + ``labels/`` (or ``imagesTr``/``labelsTr`` without a ``dataset.json``)
-  matched by file name.
+  matched by file name;
+* ``biplanar``: ``dataset.json`` entries with ``image_coronal``, ``image_sagittal`` and ``label``
+  (written by ``medswin data prepare-x2s`` for Swin-X2S).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def detect_layout(root: str | Path) -> str:
     dataset_json = root / "dataset.json"
     if dataset_json.is_file():
         meta = _read_json(dataset_json)
+        training = meta.get("training") or []
+        if training and isinstance(training[0], dict) and "image_coronal" in training[0]:
+            return "biplanar"
         if "training" in meta:
             return "decathlon"
         if "channel_names" in meta or "file_ending" in meta:
@@ -91,6 +96,28 @@ def _decathlon(root: Path) -> dict[str, list[Item]]:
             label = entry.get("label")
             case = _strip_ending(Path(images[0]).name)
             items.append({"case": case, "image": [_resolve(root, p) for p in images], "label": _resolve(root, label) if label else None})
+        if items:
+            out[section] = items
+    return out
+
+
+def _biplanar(root: Path) -> dict[str, list[Item]]:
+    """Biplanar datasets (``medswin data prepare-x2s``): ``image_coronal``, ``image_sagittal``, ``label``."""
+    meta = _read_json(root / "dataset.json")
+    out: dict[str, list[Item]] = {}
+    for section in ("training", "validation", "test"):
+        items = []
+        for entry in meta.get(section, []):
+            missing = [k for k in ("image_coronal", "image_sagittal") if k not in entry]
+            if missing:
+                raise DataError(root / "dataset.json", f"a {section!r} entry lacks {missing}: {entry}")
+            label = entry.get("label")
+            items.append({
+                "case": entry.get("case") or _strip_ending(Path(entry["label"] or entry["image_coronal"]).name),
+                "image_coronal": _resolve(root, entry["image_coronal"]),
+                "image_sagittal": _resolve(root, entry["image_sagittal"]),
+                "label": _resolve(root, label) if label else None,
+            })  # fmt: skip
         if items:
             out[section] = items
     return out
@@ -213,6 +240,8 @@ def build_datalist(root: str | Path, spec: DatasetSpec | None = None, layout: st
         out = _btcv(root)
     elif layout == "flat":
         out = _flat(root)
+    elif layout == "biplanar":
+        out = _biplanar(root)
     else:
         raise ValueError(f"unknown layout {layout!r}")
     if not any(out.values()):
@@ -236,8 +265,15 @@ def to_monai(items: Sequence[Item]) -> list[dict[str, Any]]:
     """Items as MONAI dicts with string paths (``image`` a single path when there is one file)."""
     out = []
     for it in items:
+        if "image_coronal" in it:  # biplanar: two single-view images
+            d: dict[str, Any] = {"case": it["case"], "image_coronal": str(it["image_coronal"]),
+                                 "image_sagittal": str(it["image_sagittal"])}  # fmt: skip
+            if it.get("label") is not None:
+                d["label"] = str(it["label"])
+            out.append(d)
+            continue
         images = [str(p) for p in it["image"]]
-        d: dict[str, Any] = {"case": it["case"], "image": images[0] if len(images) == 1 else images}
+        d = {"case": it["case"], "image": images[0] if len(images) == 1 else images}
         if it.get("label") is not None:
             d["label"] = str(it["label"])
         out.append(d)

@@ -203,8 +203,20 @@ def make_drrs(ct: Volume, label: Volume | None = None, height: int = 128, width:
     return out
 
 
+def view_to_radiograph(view: np.ndarray) -> np.ndarray:
+    """``(H, W)`` view -> a picture the usual way up: rows = ``z`` from superior (top) to inferior,
+    columns = the detector's lateral axis (``x`` coronal, ``y`` sagittal) increasing to the right."""
+    return np.ascontiguousarray(view.T[::-1])
+
+
+def radiograph_to_view(picture: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`view_to_radiograph`: a 2D picture (e.g. a PNG X-ray) -> ``(H, W)`` view."""
+    return np.ascontiguousarray(picture[::-1].T)
+
+
 def write_drrs(result: dict[str, Any], out_dir: str | Path, stem: str = "") -> dict[str, Path]:
-    """Write ``{stem}coronal``/``sagittal`` as NIfTI and 8-bit PNG, and ``{stem}label.nii.gz``."""
+    """Write ``{stem}coronal``/``sagittal`` as 2D NIfTI ``(H, W)`` and 8-bit PNG (radiograph orientation,
+    see :func:`view_to_radiograph`), ``{stem}label.nii.gz`` on the view-aligned grid, ``{stem}drr.json``."""
     import SimpleITK as sitk
 
     out_dir = Path(out_dir)
@@ -213,20 +225,50 @@ def write_drrs(result: dict[str, Any], out_dir: str | Path, stem: str = "") -> d
     written = {}
     for view in VIEWS:
         img = result[view]
-        written[f"{view}_nii"] = write_nifti(img[:, :, None], geom.view_affine(view), out_dir / f"{stem}{view}.nii.gz")
+        written[f"{view}_nii"] = write_nifti(img, geom.view_affine(view), out_dir / f"{stem}{view}.nii.gz")
         png = out_dir / f"{stem}{view}.png"
         tmp = out_dir / f".tmp-{stem}{view}.png"
         scaled = np.clip(minmax(torch.as_tensor(img)).numpy() * 255, 0, 255).astype(np.uint8)
-        sitk.WriteImage(sitk.GetImageFromArray(scaled), str(tmp))  # PNG rows = H, columns = W
+        sitk.WriteImage(sitk.GetImageFromArray(view_to_radiograph(scaled)), str(tmp))
         tmp.replace(png)
         written[f"{view}_png"] = png
     if result.get("label") is not None:
         written["label"] = write_nifti(result["label"].astype(np.uint8), geom.label_affine(), out_dir / f"{stem}label.nii.gz")
     meta = {"height": geom.height, "width": geom.width, "pixel_spacing_mm": geom.pixel_spacing,
             "perspective": geom.perspective, "centre_mm": list(geom.centre),
+            "label_affine": geom.label_affine().tolist(),
             "source_to_centre_mm": SOURCE_TO_CENTRE_MM, "source_to_detector_mm": SOURCE_TO_DETECTOR_MM}  # fmt: skip
     (out_dir / f"{stem}drr.json").write_text(json.dumps(meta, indent=2))
+    written["meta"] = out_dir / f"{stem}drr.json"
     return written
+
+
+def load_view(path: str | Path) -> np.ndarray:
+    """A view ``(H, W)`` float32 in [0, 1] from a 2D NIfTI (as written here) or a picture (PNG/JPEG,
+    radiograph orientation: superior at the top)."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        if path.name.endswith((".nii", ".nii.gz")):
+            arr = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+            arr = arr.reshape(arr.shape[:2]) if arr.ndim == 3 and arr.shape[2] == 1 else arr
+        else:
+            img = sitk.ReadImage(str(path))
+            pic = sitk.GetArrayFromImage(img).astype(np.float32)
+            if pic.ndim == 3:  # colour picture: average the channels
+                pic = pic.mean(-1)
+            arr = radiograph_to_view(pic)
+    except Exception as exc:
+        raise DataError(path, f"cannot read the X-ray view ({type(exc).__name__}: {exc})") from None
+    if arr.ndim != 2:
+        raise DataError(path, f"an X-ray view is a 2D image, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise DataError(path, "the view contains NaN/inf")
+    return minmax(torch.as_tensor(arr)).numpy().astype(np.float32)
 
 
 def drr_from_files(ct_path: str | Path, label_path: str | Path | None, out_dir: str | Path, **kwargs: Any) -> dict[str, Path]:

@@ -23,9 +23,10 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("decathlon", "nnunet", "brats", "btcv", "flat")
+LAYOUTS = ("decathlon", "nnunet", "brats", "btcv", "flat", "biplanar")
+TASKS = ("segmentation", "biplanar")
 FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", "dicom")
-NORMALIZATIONS = ("ct", "zscore")
+NORMALIZATIONS = ("ct", "zscore", "none")
 REQUIRED = (
     "description", "channel_names", "labels", "file_ending", "layout", "target_spacing", "normalization",
     "roi_size", "licence", "source",
@@ -149,7 +150,7 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
 
     norm = entry["normalization"]
     if not isinstance(norm, Mapping) or norm.get("type") not in NORMALIZATIONS:
-        raise _fail(origin, name, "normalization", f"needs type: ct or zscore, got {norm!r}")
+        raise _fail(origin, name, "normalization", f"needs type: ct, zscore or none, got {norm!r}")
     norm = dict(norm)
     if norm["type"] == "ct":
         for k in ("a_min", "a_max"):
@@ -160,9 +161,14 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
         norm.setdefault("b_min", 0.0)
         norm.setdefault("b_max", 1.0)
         norm.setdefault("clip", True)
-    else:
+    elif norm["type"] == "zscore":
         norm.setdefault("nonzero", True)
         norm.setdefault("channel_wise", True)
+    task = str(entry.get("task", "segmentation"))
+    if task not in TASKS:
+        raise _fail(origin, name, "task", f"{task!r} is not one of {', '.join(TASKS)}")
+    if (task == "biplanar") != (entry["layout"] == "biplanar"):
+        raise _fail(origin, name, "layout", "biplanar datasets (task: biplanar) use the biplanar layout, and only they")
 
     suffixes = dict(entry.get("channel_suffixes") or {})
     if entry["layout"] == "brats":
@@ -184,7 +190,7 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
         roi_size=_triple(origin, name, "roi_size", entry["roi_size"], int),
         licence=str(entry["licence"]),
         source=str(entry["source"]),
-        task=str(entry.get("task", "segmentation")),
+        task=task,
         regions=regions,
         case_pattern=entry.get("case_pattern"),
         channel_suffixes={str(k): str(v) for k, v in suffixes.items()},

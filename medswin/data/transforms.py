@@ -26,6 +26,7 @@ from monai.transforms import (
     LoadImaged,
     MapTransform,
     NormalizeIntensityd,
+    Randomizable,
     Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -81,14 +82,86 @@ class LabelToRegionsd(MapTransform):
         return d
 
 
+VIEW_KEYS = ("image_coronal", "image_sagittal")
+
+
+class RandBiplanarAugmentd(Randomizable, MapTransform):
+    """Joint augmentation of a biplanar sample (views ``(C, H, W)``, label ``(1, X, Y, Z)``).
+
+    With the layout of :mod:`medswin.data.drr` (coronal ``(x, z)``, sagittal ``(y, z)``, label
+    ``(x, y, z)``): a flip along ``z`` flips both views and the label; along ``x`` the coronal view
+    and the label (the sagittal projection is unchanged); along ``y`` the sagittal view and the
+    label; a shift along ``z`` moves all three by the same number of voxels (zero fill).  Each is
+    drawn with probability ``prob``; the shift is up to ``max_shift`` of the ``z`` extent.
+    """
+
+    def __init__(self, prob: float = 0.5, max_shift: float = 0.1) -> None:
+        MapTransform.__init__(self, [*VIEW_KEYS, "label"])
+        self.prob, self.max_shift = prob, max_shift
+
+    def randomize(self, depth: int) -> None:  # type: ignore[override]
+        """Draw the flips and the shift."""
+        self.flips = [self.R.rand() < self.prob for _ in range(3)]  # x, y, z
+        limit = int(self.max_shift * depth)
+        self.shift = int(self.R.randint(-limit, limit + 1)) if limit and self.R.rand() < self.prob else 0
+
+    @staticmethod
+    def _shift(t: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+        out = torch.roll(t, n, dims=dim)
+        index = [slice(None)] * t.dim()
+        index[dim] = slice(0, n) if n > 0 else slice(n, None)
+        out[tuple(index)] = 0
+        return out
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Apply the same random flips and shift to the two views and the label."""
+        d = dict(data)
+        cor, sag, lab = (torch.as_tensor(d[k]) for k in (*VIEW_KEYS, "label"))
+        self.randomize(lab.shape[-1])
+        fx, fy, fz = self.flips
+        if fz:
+            cor, sag, lab = cor.flip(2), sag.flip(2), lab.flip(3)
+        if fx:
+            cor, lab = cor.flip(1), lab.flip(1)
+        if fy:
+            sag, lab = sag.flip(1), lab.flip(2)
+        if self.shift:
+            cor, sag, lab = self._shift(cor, 2, self.shift), self._shift(sag, 2, self.shift), self._shift(lab, 3, self.shift)
+        d[VIEW_KEYS[0]], d[VIEW_KEYS[1]], d["label"] = cor, sag, lab
+        return d
+
+
+def biplanar_train_transforms(spec: DatasetSpec) -> Compose:
+    """Swin-X2S training: load the two views and the 3D label, joint flips and shift, intensity jitter."""
+    keys = [*VIEW_KEYS, "label"]
+    return Compose([
+        LoadImaged(keys, reader=NibabelReader(), image_only=True), EnsureChannelFirstd(keys, channel_dim="no_channel"),
+        EnsureTyped(keys, track_meta=False), RandBiplanarAugmentd(),
+        RandScaleIntensityd(list(VIEW_KEYS), factors=0.1, prob=0.5),
+        RandShiftIntensityd(list(VIEW_KEYS), offsets=0.1, prob=0.5),
+        EnsureTyped(keys, track_meta=False),  # the intensity transforms re-wrap as MetaTensor
+    ])  # fmt: skip
+
+
+def biplanar_val_transforms(spec: DatasetSpec) -> Compose:
+    """Swin-X2S validation: the two views and the 3D label, as stored."""
+    keys = [*VIEW_KEYS, "label"]
+    return Compose([
+        LoadImaged(keys, reader=NibabelReader(), image_only=True), EnsureChannelFirstd(keys, channel_dim="no_channel"),
+        EnsureTyped(keys),
+    ])  # fmt: skip
+
+
 def reader_for(spec: DatasetSpec) -> ImageReader:
     """nibabel for NIfTI datasets, SimpleITK (NRRD, MHA, DICOM series) otherwise."""
     return NibabelReader() if spec.file_ending in (".nii.gz", ".nii") else SimpleITKReader()
 
 
 def intensity_transform(spec: DatasetSpec, keys: KeysCollection = "image") -> MapTransform:
-    """CT window to ``[b_min, b_max]`` (clipped) or per-channel z-score over nonzero voxels."""
+    """CT window to ``[b_min, b_max]`` (clipped), per-channel z-score over nonzero voxels, or nothing."""
     n = spec.normalization
+    if n["type"] == "none":
+        return EnsureTyped(keys)
     if n["type"] == "ct":
         return ScaleIntensityRanged(keys, a_min=n["a_min"], a_max=n["a_max"], b_min=n["b_min"], b_max=n["b_max"], clip=n["clip"])
     return NormalizeIntensityd(keys, nonzero=n["nonzero"], channel_wise=n["channel_wise"])
