@@ -11,9 +11,19 @@ from medswin.models import create_model, list_models, model_info
 TINY = list_models("*_tiny")
 
 
-def _input(model, batch=1):
+def _inputs(model, batch=1):
+    """Arguments for one forward: a volume, or the two X-ray views of a biplanar model."""
+    if getattr(model, "biplanar", False):
+        return tuple(torch.randn(batch, model.in_channels, *model.img_size) for _ in range(2))
     size = max(64, 2 * model.size_divisor)
-    return torch.randn(batch, model.in_channels, size, size, size)
+    return (torch.randn(batch, model.in_channels, size, size, size),)
+
+
+def _output_shape(model, inputs, out_channels):
+    if getattr(model, "biplanar", False):
+        h, w = model.img_size
+        return (inputs[0].shape[0], out_channels, h, h, w)
+    return (inputs[0].shape[0], out_channels, *inputs[0].shape[2:])
 
 
 def test_registry_lists_presets_and_package_exports():
@@ -32,22 +42,26 @@ def test_unknown_model_suggests_names():
 
 @pytest.mark.parametrize("name", TINY)
 def test_bad_kwargs_raise_type_error_naming_valid_ones(name):
+    from medswin.models import valid_kwargs
+
+    bad = "img_size" if "img_size" not in valid_kwargs(name) else "spatial_dims"  # MONAI removed img_size in 1.5
     with pytest.raises(TypeError, match="feature_size"):
-        create_model(name, in_channels=1, out_channels=2, img_size=(96, 96, 96))
+        create_model(name, in_channels=1, out_channels=2, **{bad: (96, 96, 96)})
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_contract_shape_finite_deterministic_encoder(name):
     model = create_model(name, in_channels=2, out_channels=3).eval()
-    x = _input(model)
+    inputs = _inputs(model)
     with torch.no_grad():
-        out = model(x)
-        again = model(x)
-        feats = model.encoder(x)
-    assert out.shape == (1, 3, *x.shape[2:])
+        out = model(*inputs)
+        again = model(*inputs)
+        feats = model.encoder(inputs[0])
+    assert out.shape == _output_shape(model, inputs, 3)
     assert torch.isfinite(out).all()
     assert torch.equal(out, again)
     assert len(feats) == len(model.encoder.out_channels) == len(model.encoder.reductions)
+    x = inputs[0]
     for f, c, r in zip(feats, model.encoder.out_channels, model.encoder.reductions):
         assert f.shape == (1, c, *(s // r for s in x.shape[2:]))
 
@@ -59,16 +73,16 @@ def test_state_dict_round_trip(name, tmp_path):
     torch.save(model.state_dict(), path)
     other = create_model(name, in_channels=1, out_channels=2).eval()
     other.load_state_dict(torch.load(path, weights_only=True))
-    x = _input(model)
+    inputs = _inputs(model)
     with torch.no_grad():
-        assert torch.equal(model(x), other(x))
+        assert torch.equal(model(*inputs), other(*inputs))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", TINY)
 def test_every_parameter_receives_a_gradient(name):
     model = create_model(name, in_channels=1, out_channels=2).train()
-    out = model(_input(model))  # deep-supervision models return a dict of outputs in training mode
+    out = model(*_inputs(model))  # deep supervision / biplanar models return a dict in training mode
     loss = sum(v.square().mean() for v in out.values()) if isinstance(out, dict) else out.square().mean()
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]

@@ -70,8 +70,15 @@ class UNETRDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         """Decode ``feats`` (five maps) with the input ``x`` as the finest skip."""
+        return self.decode(self.bottleneck(feats[4]), x, feats)
+
+    def bottleneck(self, f4: torch.Tensor) -> torch.Tensor:
+        """The residual block on the deepest feature ``(B, c4, ...)`` (a model may mix views here)."""
+        return self.bottleneck_block(f4)
+
+    def decode(self, d: torch.Tensor, x: torch.Tensor, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Up-sample the bottleneck ``d`` through the skips of ``feats`` and ``x`` to logits."""
         skips = [self.skip_blocks[i](feats[i]) for i in range(3)]
-        d = self.bottleneck_block(feats[4])
         d = self.up_blocks[0](d, feats[3])
         d = self.up_blocks[1](d, skips[2])
         d = self.up_blocks[2](d, skips[1])

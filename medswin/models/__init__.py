@@ -5,12 +5,14 @@ from ._weights import LoadReport, WeightLoadError
 from .cswin_unet import CSwinUNet
 from .ds_transunet import DSTransUNet
 from .swin_unetr import SwinUNETR, load_monai_checkpoint
+from .swin_x2s import SwinX2S
 
 __all__ = [
     "CSwinUNet",
     "DSTransUNet",
     "LoadReport",
     "SwinUNETR",
+    "SwinX2S",
     "WeightLoadError",
     "create_model",
     "list_models",

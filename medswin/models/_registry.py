@@ -117,4 +117,4 @@ def model_info(name: str, in_channels: int = 1, out_channels: int = 2) -> dict[s
 
 def _ensure_registered() -> None:
     # importing the package registers every architecture's presets
-    from . import cswin_unet, ds_transunet, swin_unetr  # noqa: F401
+    from . import cswin_unet, ds_transunet, swin_unetr, swin_x2s  # noqa: F401
