@@ -31,7 +31,7 @@ from medswin.evaluation import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-METRICS = ("dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml")
+METRICS = ("dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml", "centroid_error_mm", "identified")
 
 
 def box(shape, lo, hi) -> np.ndarray:
@@ -195,7 +195,8 @@ def test_both_empty():
     empty = np.zeros((6, 7, 8), dtype=bool)
     for brats in (False, True):
         m = binary_metrics(empty, empty, (1.0, 2.0, 3.0), brats=brats)
-        assert m == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0, **dict.fromkeys(METRICS[3:], 0.0)}
+        assert math.isnan(m.pop("centroid_error_mm")) and math.isnan(m.pop("identified"))
+        assert m == {"dice": 1.0, "hd95": 0.0, "nsd": 1.0, **dict.fromkeys(METRICS[3:6], 0.0)}
 
 
 @pytest.mark.parametrize("side", ["pred_only", "gt_only"])
@@ -472,3 +473,26 @@ def test_write_report_without_images_and_overwrites(tissue_cases, tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="medswin.evaluation"):
         paths = write_report(rows, spec, out, images={"no_such_case": "unused.nii.gz"})
     assert "overlay_best" not in paths and "no image given" in caplog.text
+
+
+def test_centroid_error_and_identification_on_known_centroids():
+    shape, spacing = (40, 40, 40), (1.0, 2.0, 0.5)
+    gt = box(shape, (10, 10, 10), (14, 14, 14))  # centroid voxel (11.5, 11.5, 11.5)
+    near = box(shape, (13, 10, 10), (17, 14, 14))  # +3 voxels along x: 3 mm
+    far = box(shape, (10, 22, 10), (14, 26, 14))  # +12 voxels along y: 24 mm
+    m = binary_metrics(near, gt, spacing)
+    assert m["centroid_error_mm"] == pytest.approx(3.0) and m["identified"] == 1.0
+    m = binary_metrics(far, gt, spacing)
+    assert m["centroid_error_mm"] == pytest.approx(24.0) and m["identified"] == 0.0
+    missed = binary_metrics(np.zeros(shape, bool), gt, spacing)
+    assert math.isnan(missed["centroid_error_mm"]) and missed["identified"] == 0.0
+    spurious = binary_metrics(gt, np.zeros(shape, bool), spacing)
+    assert math.isnan(spurious["identified"])  # nothing to identify: left out of the ID rate
+    rows = [{"case": "a", "class": "v1", **binary_metrics(near, gt, spacing)},
+            {"case": "a", "class": "v2", **binary_metrics(far, gt, spacing)},
+            {"case": "a", "class": "v3", **missed}]  # fmt: skip
+    spec = get_dataset_spec("mni-tissue")
+    summary = summarize(rows, spec)
+    id_rate = np.mean([summary["per_class"][c]["identified"]["mean"] for c in ("v1", "v2", "v3")])
+    assert id_rate == pytest.approx(1 / 3) and summary["mean_identified"] == pytest.approx(1 / 3)
+    assert "ID rate" in markdown_table(summary, centroids=True)

@@ -45,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.pred).resolve().parent / "evaluation"
     images = find_images(args.images, [c for c, _, _ in pairs]) if args.images else None
     written = write_report(rows, spec, out, images=images)
-    print(markdown_table(summarize(rows, spec)))
+    print(markdown_table(summarize(rows, spec), centroids=spec.task == "biplanar"))
     print(f"\nreport: {', '.join(str(p) for p in written.values())}")
     return 0

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` subcommand."""
     p = sub.add_parser("predict", help="segment volumes (NIfTI/NRRD/MHA file, DICOM folder, folder of cases)")
     p.add_argument("-i", "--input", required=True, help="a volume, a DICOM series folder, or a folder/dataset of cases")
+    p.add_argument("-i2", "--input2", help="the sagittal X-ray view, for biplanar models (then -i is the coronal one)")
     p.add_argument("-o", "--output", required=True, help="output file (one case) or folder")
+    p.add_argument("--spacing", type=float, default=1.0, help="biplanar output voxel size when no DRR geometry is found")
     p.add_argument("--model", required=True, help="medswin checkpoint (.pt) or a registered model name (then --dataset)")
     p.add_argument("--dataset", help="dataset spec of the model (needed with a model name)")
     p.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
@@ -71,11 +73,37 @@ def load_weights(model, path: str) -> None:
     log.info("%s", report)
 
 
+def run_biplanar(args: argparse.Namespace) -> int:
+    """Two X-ray views -> one 3D label volume."""
+    from ..inference import BiplanarPredictor
+
+    if not Path(args.model).is_file():
+        raise ValueError("biplanar prediction needs a trained Swin-X2S checkpoint (--model run/checkpoint_best.pt)")
+    if not args.input2:
+        raise ValueError("a biplanar model needs both views: -i CORONAL -i2 SAGITTAL")
+    out = Path(args.output)
+    if not out.name.endswith((".nii", ".nii.gz")):
+        out = out / f"{Path(args.input).name.split('_coronal')[0].split('.')[0]}_labels.nii.gz"
+    predictor = BiplanarPredictor.from_checkpoint(args.model, amp=args.amp, device=args.device)
+    print(predictor.predict_file(args.input, args.input2, out, spacing=args.spacing))
+    return 0
+
+
+def _is_biplanar_checkpoint(path: str) -> bool:
+    if not Path(path).is_file():
+        return False
+    from ..training.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)["spec"]["entry"].get("task") == "biplanar"
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, predict each case, report where the outputs went."""
     from ..distributed import init_distributed
     from ..inference import resolve_inputs
 
+    if args.input2 or _is_biplanar_checkpoint(args.model):
+        return run_biplanar(args)
     predictor = build_predictor(args)
     cases = resolve_inputs(args.input, predictor.spec)
     out = Path(args.output)

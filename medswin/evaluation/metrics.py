@@ -21,6 +21,10 @@ both masks are non-empty):
   are compared with ``tau`` in single precision, as MONAI does, so that boundary voxels lying exactly
   at the tolerance count as within it whatever the floating-point rounding of the distance.
 * Volumes in millilitres: ``voxels * prod(spacing) / 1000``; ``volume_diff_ml`` = prediction - truth.
+* Centroid L-error: Euclidean distance in mm between the centroids (voxel-centre means, times the
+  spacing) of prediction and truth; ``identified`` is 1 when it is at most 20 mm (Swin-X2S's ID
+  rate is the mean of ``identified`` over the structures present in the truth).  Undefined (NaN)
+  when either mask is empty, except ``identified`` = 0 for a missed structure.
 
 Empty-mask conventions (where MONAI returns NaN or inf):
 
@@ -63,6 +67,7 @@ __all__ = [
     "CASE_FILE_ENDINGS",
     "METRIC_KEYS",
     "binary_metrics",
+    "centroid_distance",
     "case_metrics",
     "evaluate_pairs",
     "match_cases",
@@ -70,7 +75,10 @@ __all__ = [
 
 BRATS_EMPTY_HD95 = 373.13  # mm: the BraTS challenge's HD95 when exactly one of prediction / truth is empty
 CASE_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
-METRIC_KEYS = ("dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml")
+METRIC_KEYS = (
+    "dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml", "centroid_error_mm", "identified",
+)  # fmt: skip
+ID_DISTANCE_MM = 20.0  # a structure is identified when its predicted centroid is within this of the truth's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,13 +181,14 @@ def binary_metrics(
         "volume_diff_ml": (n_pred - n_gt) * voxel_mm3 / 1000.0,
     }
     if n_pred == 0 and n_gt == 0:
-        return {"dice": 1.0, "hd95": 0.0, "nsd": 1.0, **volumes}
+        return {"dice": 1.0, "hd95": 0.0, "nsd": 1.0, **volumes, "centroid_error_mm": math.nan, "identified": math.nan}
     if n_pred == 0 or n_gt == 0:
         if brats:
             hd95 = BRATS_EMPTY_HD95
         else:
             hd95 = float(math.sqrt(sum((n * s) ** 2 for n, s in zip(pred.shape, spacing))))
-        return {"dice": 0.0, "hd95": hd95, "nsd": 0.0, **volumes}
+        missed = 0.0 if n_gt else math.nan  # a false positive where nothing exists is not an identification
+        return {"dice": 0.0, "hd95": hd95, "nsd": 0.0, **volumes, "centroid_error_mm": math.nan, "identified": missed}
 
     overlap = int(np.count_nonzero(pred & gt))
     dice = 2.0 * overlap / (n_pred + n_gt)
@@ -189,7 +198,16 @@ def binary_metrics(
     within = int(np.count_nonzero(d_pred_gt.astype(np.float32) <= tau))
     within += int(np.count_nonzero(d_gt_pred.astype(np.float32) <= tau))
     nsd = within / (d_pred_gt.size + d_gt_pred.size)
-    return {"dice": float(dice), "hd95": hd95, "nsd": float(nsd), **volumes}
+    error = centroid_distance(pred, gt, spacing)
+    return {"dice": float(dice), "hd95": hd95, "nsd": float(nsd), **volumes, "centroid_error_mm": error,
+            "identified": float(error <= ID_DISTANCE_MM)}  # fmt: skip
+
+
+def centroid_distance(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
+    """Distance in mm between the centroids of two non-empty boolean masks ``(X, Y, Z)``."""
+    cp = np.argwhere(pred).mean(0) * np.asarray(spacing, dtype=np.float64)
+    cg = np.argwhere(gt).mean(0) * np.asarray(spacing, dtype=np.float64)
+    return float(np.linalg.norm(cp - cg))
 
 
 # ---------------------------------------------------------------------------------------------

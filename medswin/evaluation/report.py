@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CSV_COLUMNS", "SUMMARY_METRICS", "markdown_table", "summarize", "write_report"]
 
-CSV_COLUMNS = ("case", "class", "dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml")
-SUMMARY_METRICS = ("dice", "hd95", "nsd")
+CSV_COLUMNS = (
+    "case", "class", "dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml", "centroid_error_mm",
+    "identified",
+)  # fmt: skip
+SUMMARY_METRICS = ("dice", "hd95", "nsd", "centroid_error_mm", "identified")
 # overlay colours per label (RGB), in the order of the spec's foreground labels
 _PALETTE = (
     (0.90, 0.10, 0.10), (0.10, 0.75, 0.10), (0.15, 0.35, 0.95), (0.95, 0.85, 0.10), (0.90, 0.20, 0.90),
@@ -94,7 +97,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], spec: DatasetSpec) -> dict[str,
     per_class: dict[str, dict[str, Any]] = {}
     for name in order:
         mine = [row for row in rows if str(row["class"]) == name]
-        per_class[name] = {metric: _stats([row[metric] for row in mine]) for metric in SUMMARY_METRICS}
+        per_class[name] = {metric: _stats([row.get(metric) for row in mine]) for metric in SUMMARY_METRICS}
     summary: dict[str, Any] = {
         "dataset": spec.name,
         "num_cases": len({str(row["case"]) for row in rows}),
@@ -111,16 +114,26 @@ def _fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_table(summary: Mapping[str, Any]) -> str:
+def markdown_table(summary: Mapping[str, Any], centroids: bool = False) -> str:
     """A Markdown table of :func:`summarize`'s result: class | Dice mean ± std | HD95 mean (mm) | NSD mean,
-    one line per class and a last line with the means over classes."""
-    lines = ["| class | Dice mean ± std | HD95 mean (mm) | NSD mean |", "|---|---|---|---|"]
+    one line per class and a last line with the means over classes.  ``centroids=True`` adds the
+    centroid L-error (mm) and the ID rate (share of structures found within 20 mm), for Swin-X2S."""
+    header = "| class | Dice mean ± std | HD95 mean (mm) | NSD mean |"
+    rule = "|---|---|---|---|"
+    if centroids:
+        header, rule = header + " centroid error (mm) | ID rate |", rule + "---|---|"
+    lines = [header, rule]
     for name in summary["classes"]:
         stats = summary["per_class"][name]
         dice = stats["dice"]
         dice_text = "n/a" if dice["mean"] is None else f"{dice['mean']:.4f} ± {dice['std']:.4f}"
-        lines.append(f"| {name} | {dice_text} | {_fmt(stats['hd95']['mean'], 2)} | {_fmt(stats['nsd']['mean'], 4)} |")
-    means = (_fmt(summary["mean_dice"], 4), _fmt(summary["mean_hd95"], 2), _fmt(summary["mean_nsd"], 4))
+        line = f"| {name} | {dice_text} | {_fmt(stats['hd95']['mean'], 2)} | {_fmt(stats['nsd']['mean'], 4)} |"
+        if centroids:
+            line += f" {_fmt(stats['centroid_error_mm']['mean'], 2)} | {_fmt(stats['identified']['mean'], 3)} |"
+        lines.append(line)
+    means = [_fmt(summary["mean_dice"], 4), _fmt(summary["mean_hd95"], 2), _fmt(summary["mean_nsd"], 4)]
+    if centroids:
+        means += [_fmt(summary["mean_centroid_error_mm"], 2), _fmt(summary["mean_identified"], 3)]
     lines.append("| **mean** | " + " | ".join(means) + " |")
     return "\n".join(lines)
 

@@ -356,3 +356,61 @@ def _case_name(name: str) -> str:
         if name.endswith(ending):
             return name[: -len(ending)]
     return name
+
+
+class BiplanarPredictor:
+    """3D labels from two X-ray views with a biplanar model (Swin-X2S).
+
+    Views are read with :func:`medswin.data.drr.load_view` (2D NIfTI as written by the DRR tools,
+    or PNG/JPEG pictures with the superior side up) and min-max scaled to [0, 1]; the label volume
+    ``(H, H, W)`` is written with the view-aligned grid's affine when the DRR geometry is found next
+    to the coronal view (``meta/{case}_drr.json`` or ``drr.json``), else with ``spacing`` mm voxels.
+    """
+
+    def __init__(self, model: nn.Module, spec: DatasetSpec, amp: str = "auto", device: str | torch.device | None = None) -> None:
+        if not getattr(model, "biplanar", False):
+            raise ValueError(f"{type(model).__name__} does not take two X-ray views")
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.spec, self.amp = model.to(self.device).eval(), spec, amp
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **options: Any) -> BiplanarPredictor:
+        """A predictor for a Swin-X2S training checkpoint."""
+        from ..models import create_model
+        from ..training.checkpoint import load_checkpoint, spec_from_dict
+
+        ckpt = load_checkpoint(path)
+        model = create_model(ckpt["model_name"], in_channels=ckpt["in_channels"], out_channels=ckpt["out_channels"],
+                             **ckpt.get("model_kwargs", {}))  # fmt: skip
+        model.load_state_dict(ckpt["model"])
+        return cls(model, spec_from_dict(ckpt["spec"]), **options)
+
+    def predict(self, coronal: str | os.PathLike, sagittal: str | os.PathLike) -> np.ndarray:
+        """Label volume ``(H, H, W)`` (the dataset's label values) for the two views."""
+        from ..data.drr import load_view
+
+        views = []
+        for name, path in (("coronal", coronal), ("sagittal", sagittal)):
+            view = load_view(path)
+            try:
+                self.model.check_input_size(view.shape)
+            except ValueError as exc:
+                raise DataError(path, f"{name} view: {exc}") from None
+            views.append(torch.from_numpy(view)[None, None].to(self.device))
+        with torch.inference_mode(), autocast(self.amp, self.device):
+            logits = self.model(*views).float()[0]
+        labels = _to_labels(torch.softmax(logits, 0), self.spec, largest_component=False)
+        return labels.cpu().numpy().astype(np.int16)
+
+    def predict_file(self, coronal: str | os.PathLike, sagittal: str | os.PathLike, out_path: str | os.PathLike,
+                     spacing: float = 1.0) -> Path:  # fmt: skip
+        """Predict and write the label volume as NIfTI (affine from the DRR geometry when known)."""
+        from ..data.biplanar import label_affine_for
+        from ..data.io import write_nifti
+
+        labels = self.predict(coronal, sagittal)
+        affine = label_affine_for(coronal)
+        if affine is None:
+            affine = np.diag([spacing, spacing, spacing, 1.0])
+            log.info("no DRR geometry next to %s: writing %g mm voxels at the origin", coronal, spacing)
+        return write_nifti(labels, affine, out_path)

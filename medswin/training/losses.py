@@ -53,6 +53,37 @@ class DeepSupervisionLoss(nn.Module):
         return total  # type: ignore[return-value]
 
 
-def make_loss(spec: DatasetSpec, model: nn.Module, weights: Mapping[str, float] | None = None) -> DeepSupervisionLoss:
-    """The training loss for ``spec`` and ``model`` (deep-supervision weights: config > model > equal)."""
+class BiplanarLoss(nn.Module):
+    """Swin-X2S: per view ``DiceCE(out_v, y) + KL(p_w || p_v)`` with ``w`` the other view, averaged over views.
+
+    ``KL(p_w || p_v) = sum_c p_w (log p_w - log p_v)`` per voxel (softmax over classes), averaged over
+    voxels: each view's prediction is pulled towards the other's (``F.kl_div(log_softmax(out_v),
+    softmax(out_w))``); gradients flow through both.
+    """
+
+    def __init__(self, loss: nn.Module, kl_weight: float = 1.0) -> None:
+        super().__init__()
+        self.loss, self.kl_weight = loss, kl_weight
+
+    @staticmethod
+    def kl(logits_v: torch.Tensor, logits_w: torch.Tensor) -> torch.Tensor:
+        """Mean over voxels of ``KL(softmax(w) || softmax(v))``, for logits ``(B, K, *S)``."""
+        log_v, log_w = F.log_softmax(logits_v, 1), F.log_softmax(logits_w, 1)
+        return (log_w.exp() * (log_w - log_v)).sum(1).mean()
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """``outputs``: ``{"coronal": (B, K, *S), "sagittal": (B, K, *S)}``; ``target`` ``(B, 1, *S)``."""
+        if not isinstance(outputs, Mapping) or set(outputs) != {"coronal", "sagittal"}:
+            raise ValueError("the biplanar loss needs the model's training output {'coronal': ..., 'sagittal': ...}")
+        c, s = outputs["coronal"], outputs["sagittal"]
+        total = self.loss(c, target) + self.loss(s, target)
+        total = total + self.kl_weight * (self.kl(c, s) + self.kl(s, c))
+        return total / 2
+
+
+def make_loss(spec: DatasetSpec, model: nn.Module, weights: Mapping[str, float] | None = None) -> nn.Module:
+    """The training loss for ``spec`` and ``model``: biplanar (Swin-X2S), or DiceCE with deep
+    supervision (weights: config > model > equal)."""
+    if spec.task == "biplanar":
+        return BiplanarLoss(base_loss(spec))
     return DeepSupervisionLoss(base_loss(spec), weights or getattr(model, "deep_supervision_weights", None))

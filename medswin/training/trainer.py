@@ -35,7 +35,13 @@ from .. import __version__
 from ..amp import resolve_amp
 from ..data.datalist import build_datalist, kfold_split, to_monai
 from ..data.spec import DatasetSpec, get_dataset_spec
-from ..data.transforms import train_transforms, val_transforms
+from ..data.transforms import (
+    VIEW_KEYS,
+    biplanar_train_transforms,
+    biplanar_val_transforms,
+    train_transforms,
+    val_transforms,
+)
 from ..inference.predictor import check_roi, uses_nonzero_mask
 from ..models import create_model
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic, spec_to_dict
@@ -103,14 +109,23 @@ class Trainer:
         self.model = create_model(
             config.model, in_channels=self.spec.num_channels, out_channels=self.spec.out_channels, **config.model_kwargs
         ).to(self.device)
-        check_roi(self.model, self.roi)
+        self.biplanar = self.spec.task == "biplanar"
+        if self.biplanar != bool(getattr(self.model, "biplanar", False)):
+            kind = "two X-ray views (a biplanar dataset)" if self.biplanar else "3D volumes"
+            raise ValueError(f"dataset {self.spec.name!r} provides {kind}, which model {config.model!r} does not take")
+        if not self.biplanar:
+            check_roi(self.model, self.roi)
         self.loss_fn = make_loss(self.spec, self.model, config.deep_supervision_weights)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.train_pipeline = train_transforms(self.spec, self.roi, config.num_samples, *config.pos_neg)
+        if self.biplanar:
+            self.train_pipeline = biplanar_train_transforms(self.spec)
+            self.val_pipeline = biplanar_val_transforms(self.spec)
+        else:
+            self.train_pipeline = train_transforms(self.spec, self.roi, config.num_samples, *config.pos_neg)
+            self.val_pipeline = val_transforms(self.spec)
         self.train_pipeline.set_random_state(seed=config.seed + self.dist.rank)
-        self.val_pipeline = val_transforms(self.spec)
         dataset_cls = CacheDataset if config.cache else Dataset
         kwargs = {"cache_rate": 1.0, "num_workers": config.num_workers, "progress": False} if config.cache else {}
         self.train_ds = dataset_cls(self.train_cases, self.train_pipeline, **kwargs)
@@ -182,11 +197,11 @@ class Trainer:
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
         """One optimiser step on a batch; returns the (local) loss."""
-        image = batch["image"].to(self.device)
+        inputs = [batch[k].to(self.device) for k in (VIEW_KEYS if self.biplanar else ("image",))]
         label = batch["label"].to(self.device)
         self.net.train()
         with self._autocast():
-            out = self.net(image)
+            out = self.net(*inputs)
             out = {k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float()
             loss = self.loss_fn(out, label)
         self.optimizer.zero_grad(set_to_none=True)
@@ -214,12 +229,18 @@ class Trainer:
         metric = DiceMetric(include_background=regions, reduction="mean_batch", ignore_empty=False)
         for case in self.val_cases:
             data = self.val_pipeline(case)
-            image = data["image"].unsqueeze(0).to(self.device)
-            with self._autocast():
-                logits = sliding_window_inference(
-                    image, self.roi, self.config.sw_batch_size, self.model, overlap=self.config.val_overlap, mode="gaussian"
-                ).float()
-            if uses_nonzero_mask(self.spec):  # as the predictor: background outside the scan
+            if self.biplanar:  # whole views in, whole volume out
+                with self._autocast():
+                    logits = self.model(*(data[k].unsqueeze(0).to(self.device) for k in VIEW_KEYS)).float()
+                image = None
+            else:
+                image = data["image"].unsqueeze(0).to(self.device)
+                with self._autocast():
+                    logits = sliding_window_inference(
+                        image, self.roi, self.config.sw_batch_size, self.model, overlap=self.config.val_overlap,
+                        mode="gaussian",
+                    ).float()  # fmt: skip
+            if image is not None and uses_nonzero_mask(self.spec):  # as the predictor: background outside the scan
                 outside = (image == 0).all(1, keepdim=True)
                 logits = logits.masked_fill(outside, -1e4)
                 if not regions:
@@ -310,6 +331,11 @@ class Trainer:
                 log.info("epoch %d: loss %.4f%s", epoch, row["train_loss"],
                          f", val Dice {row['dice_mean']:.4f}" if "dice_mean" in row else "")  # fmt: skip
             barrier(self.dist)
+            over = self.config.budget_minutes is not None and time.perf_counter() - t_start > 1.1 * 60 * self.config.budget_minutes
+            if over and epoch < self.epochs:  # the machine slowed down after calibration: the budget is a bound
+                log.warning("time budget of %.1f min spent after %d of %d epochs: stopping", self.config.budget_minutes,
+                            epoch, self.epochs)  # fmt: skip
+                self.epochs = epoch
             if calibrate and first_step_done is not None and self.step - first_step_done[1] >= self.config.calibration_steps:
                 # wall time per step including data loading, checkpoints and logging of whole epochs
                 per_step = (time.perf_counter() - first_step_done[0]) / (self.step - first_step_done[1])
