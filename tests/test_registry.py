@@ -66,6 +66,20 @@ def test_contract_shape_finite_deterministic_encoder(name):
         assert f.shape == (1, c, *(s // r for s in x.shape[2:]))
 
 
+@pytest.mark.parametrize("name", [n for n in TINY if "x2s" not in n])
+def test_a_sample_alone_equals_the_same_sample_in_a_batch_on_a_non_cubic_roi(name):
+    # sliding-window inference feeds single windows: batch 1 and non-cubic rois (64x64x32, the demo
+    # patch) take other memory layouts than training batches (a .view() on a strided window once
+    # failed there only)
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=1, out_channels=2).eval()
+    x = torch.randn(2, 1, 64, 64, 32)
+    with torch.no_grad():
+        both = model(x)
+        alone = model(x[1:])
+    torch.testing.assert_close(alone, both[1:], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_state_dict_round_trip(name, tmp_path):
     model = create_model(name, in_channels=1, out_channels=2).eval()

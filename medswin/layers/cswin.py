@@ -163,7 +163,7 @@ class CSwinAttention3D(nn.Module):
             mask = keys.repeat(b, 1).view(-1, 1, 1, n)
         qw, kw, vw = (to_windows(t, window) for t in (q, k, v))  # (B * nw, wd, wh, ww, C_b)
         nwin = qw.shape[0]
-        qh, kh, vh = (t.view(nwin, n, heads, hd).transpose(1, 2) for t in (qw, kw, vw))
+        qh, kh, vh = (t.reshape(nwin, n, heads, hd).transpose(1, 2) for t in (qw, kw, vw))  # views may be strided
         out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=hd**-0.5)
         out = out.transpose(1, 2).reshape(nwin, *window, heads * hd)
         # LePE on each window's own voxels: windows are a batch of small volumes
