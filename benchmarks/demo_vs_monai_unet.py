@@ -10,7 +10,8 @@ written to ``benchmarks/results/demo_vs_monai_unet.json``.
 
 Entries (``--models``): ``medswin`` (the ``medswin demo`` recipe), ``monai_unet`` (UNet channels
 8-64, 32^3 patches x 4, lr 1e-3 -- the baseline of the design document), ``monai_swin_unetr`` (MONAI's
-SwinUNETR F=12 with the medswin recipe: the same architecture without medswin's speed-ups).
+SwinUNETR F=12 with the medswin recipe: the same architecture without medswin's speed-ups),
+``ds_transunet`` and ``cswin_unet`` (their tiny presets with the medswin recipe).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ ENTRIES = {
     "medswin": dict(DEMO_RECIPE),
     "monai_unet": {**DEMO_RECIPE, "model": "bench_monai_unet", "roi_size": [32, 32, 32], "num_samples": 4, "lr": 1e-3},
     "monai_swin_unetr": {**DEMO_RECIPE, "model": "bench_monai_swin_unetr"},
+    "ds_transunet": {**DEMO_RECIPE, "model": "ds_transunet_tiny"},
+    "cswin_unet": {**DEMO_RECIPE, "model": "cswin_unet_tiny"},
 }
 
 
@@ -121,20 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         ENTRIES["medswin"]["lr"] = args.lr
     if args.num_samples:
         ENTRIES["medswin"]["num_samples"] = args.num_samples
-    results = []
-    for name in args.models.split(","):
-        res = run_entry(name, ENTRIES[name], data, work, args.budget_minutes, args.seed)
-        results.append(res)
-        print(f"\n## {name} ({res['recipe']['model']}): {res['steps']} steps in {res['train_seconds']:.0f} s\n")
-        print(markdown_table(res["summary"]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text()).get("results", []) if out.is_file() else []
-    names = {r["entry"] for r in results}
-    merged = [r for r in previous if r["entry"] not in names] + results  # rerun entries replace old ones
-    out.write_text(json.dumps({"benchmark": "demo_vs_monai_unet", "budget_minutes": args.budget_minutes,
-                               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                               "results": merged}, indent=2))  # fmt: skip
+    for name in args.models.split(","):
+        res = run_entry(name, ENTRIES[name], data, work, args.budget_minutes, args.seed)
+        print(f"\n## {name} ({res['recipe']['model']}): {res['steps']} steps in {res['train_seconds']:.0f} s\n")
+        print(markdown_table(res["summary"]), flush=True)
+        previous = json.loads(out.read_text()).get("results", []) if out.is_file() else []
+        merged = [r for r in previous if r["entry"] != name] + [res]  # a rerun entry replaces its old result
+        out.write_text(json.dumps({"benchmark": "demo_vs_monai_unet", "budget_minutes": args.budget_minutes,
+                                   "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                                   "results": merged}, indent=2))  # fmt: skip (written after each entry)
     print(f"\nwrote {out}")
     return 0
 

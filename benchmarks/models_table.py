@@ -1,6 +1,6 @@
 """Every registered model at its default roi: parameters, FLOPs, forward time, peak memory.
 
-Each model is measured in its own process (so peak RSS belongs to it alone): build with 1 input
+Each model is measured in its own process (Swin-X2S on two views of its ``img_size``) (so peak RSS belongs to it alone): build with 1 input
 channel and 14 outputs, count parameters, count FLOPs of one forward with
 ``torch.utils.flop_counter`` (convolutions and matmuls; attention through SDPA included), then time
 ``--reps`` forwards under ``torch.inference_mode`` after a warm-up, in fp32 and in bf16 autocast.
@@ -43,9 +43,13 @@ def worker(name: str, device: str, reps: int) -> dict:
     dev = torch.device(device)
     model = create_model(name, in_channels=1, out_channels=14).to(dev).eval()
     roi = info["default_roi"]
-    x = torch.randn(1, 1, *roi, device=dev)
+    if getattr(model, "biplanar", False):  # Swin-X2S: two views in, one volume out
+        roi = model.img_size
+        x = tuple(torch.randn(1, 1, *roi, device=dev) for _ in range(2))
+    else:
+        x = (torch.randn(1, 1, *roi, device=dev),)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
+        model(*x)
     flops = counter.get_total_flops()
     row = {"model": name, "params": info["params"], "roi": list(roi), "gflops": flops / 1e9}
     for precision in ("fp32", "bf16"):
@@ -56,7 +60,7 @@ def worker(name: str, device: str, reps: int) -> dict:
         for i in range(reps + 1):
             t0 = time.perf_counter()
             with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                model(x)
+                model(*x)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             if i:
