@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,demo,dicom
+EXTRAS ?= test,demo,dicom,bundle
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medswin-installed
 
