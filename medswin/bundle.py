@@ -204,6 +204,19 @@ def run_bundle(
         if isinstance(cause, DataError):
             raise cause from None
         raise
+    finally:
+        _resync_ignite()
+
+
+def _resync_ignite() -> None:
+    """Point ignite's cached distributed context at the current one: a multi-GPU config destroys its
+    process group at the end, and a stale ignite context would make later MONAI metrics in this
+    process (``DiceMetric.aggregate``) try to all-gather over the destroyed group."""
+    try:
+        import ignite.distributed as idist
+    except ImportError:
+        return
+    idist.sync()
 
 
 _LOCATOR: list[Any] = []
