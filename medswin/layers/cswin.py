@@ -230,6 +230,7 @@ class ConvTokens3D(nn.Module):
     ) -> None:
         super().__init__()
         self.image = image
+        self.embed_dim = out_dim
         self.conv = ChannelsLastConv3d(in_dim, out_dim, kernel_size=kernel, stride=stride, padding=kernel // 2)
         self.norm = nn.LayerNorm(out_dim)
 
@@ -353,6 +354,11 @@ class CSwinEncoder3D(nn.Module):
             [r[0] for r in reductions] if self.isotropic else reductions  # type: ignore[assignment]
         )
         self.apply(_init_weights)
+
+    def token_embeddings(self) -> list[nn.Module]:
+        """The modules whose outputs are the image tokens ``(B, D, H, W, C)`` (SimMIM masks them; see
+        :mod:`medswin.ssl.masking`): the convolutional stem."""
+        return [self.stem]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``(B, in, D, H, W)`` -> 5 feature maps ``(B, C_i, *spatial / r_i)`` (channels-last memory)."""

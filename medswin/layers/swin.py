@@ -203,6 +203,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, in_channels: int, embed_dim: int, patch_size: Sequence[int]) -> None:
         super().__init__()
         self.patch_size = tuple(patch_size)
+        self.embed_dim = embed_dim
         conv = nn.Conv3d if len(self.patch_size) == 3 else nn.Conv2d
         self.proj = conv(in_channels, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
 
@@ -313,6 +314,11 @@ class SwinEncoder3D(nn.Module):
         self.out_channels: list[int] = [embed_dim * 2**i for i in range(n_out)]
         p = patch_size[0]
         self.reductions: list[int] = [p * 2**i for i in range(n_out)]
+
+    def token_embeddings(self) -> list[nn.Module]:
+        """The modules whose outputs are the image tokens ``(B, *grid, C)`` (SimMIM masks them; see
+        :mod:`medswin.ssl.masking`): the patch embedding."""
+        return [self.patch_embed]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embedding: ``(B, in, *spatial)`` -> tokens ``(B, *spatial / p, C)``."""

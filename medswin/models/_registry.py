@@ -14,12 +14,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from ._weights import load_encoder_weights
 
 
 @dataclass(frozen=True)
@@ -77,18 +80,25 @@ def valid_kwargs(name: str) -> list[str]:
     return sorted(p for p in params if p not in ("self", "in_channels", "out_channels"))
 
 
-def create_model(name: str, *, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, *, in_channels: int, out_channels: int, encoder_weights: str | os.PathLike | None = None, **kwargs: Any
+) -> nn.Module:
     """Build the registered model ``name`` mapping ``(B, in_channels, *S)`` to ``(B, out_channels, *S)``.
 
     Keyword arguments override the preset.  Unknown keyword arguments raise ``TypeError`` naming
-    the valid ones.
+    the valid ones.  ``encoder_weights`` loads pretrained encoder weights (``medswin pretrain``'s
+    ``encoder.pt`` or MONAI's self-supervised Swin UNETR checkpoint) and logs the loaded keys;
+    weights that do not fit the encoder raise :class:`~medswin.models.WeightLoadError`.
     """
     entry = _entry(name)
     allowed = valid_kwargs(name)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise TypeError(f"{name}: unexpected keyword argument(s) {unknown}; valid ones are: {', '.join(allowed)}")
-    return entry.builder(in_channels=in_channels, out_channels=out_channels, **kwargs)
+    model = entry.builder(in_channels=in_channels, out_channels=out_channels, **kwargs)
+    if encoder_weights is not None:
+        load_encoder_weights(model, encoder_weights)
+    return model
 
 
 def list_models(pattern: str = "*") -> list[str]:

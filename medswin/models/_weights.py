@@ -8,6 +8,7 @@ raises when nothing matched and raises when a key matches by name but not by sha
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -110,3 +111,55 @@ def load_matching(
     report.missing = sorted(k for k in own if k not in to_load and k.startswith(require))
     log.info(report.summary())
     return report
+
+
+def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a DDP ``module.`` prefix from every key that has it."""
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def load_encoder_weights(model: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Load pretrained encoder weights from ``path`` into ``model.encoder``; returns the :class:`LoadReport`.
+
+    Accepted files:
+
+    * ``medswin pretrain``'s ``encoder.pt`` (``{"encoder": {"encoder.<key>": tensor}, "model_name": ...}``);
+    * any state dict or medswin training checkpoint whose ``encoder.`` keys are used (the rest ignored);
+    * MONAI's SwinUNETR weights or self-supervised ``model_swinvit.pt``, for models that have
+      ``load_monai_state_dict`` (Swin UNETR), when the file has no ``encoder.`` keys.
+
+    medswin encoder weights must fit the model's encoder exactly (every key, every shape): weights
+    of another encoder (architecture, size or input channels) raise :class:`WeightLoadError` saying
+    what is missing or unexpected, so nothing is ever partly loaded.
+    """
+    source = str(path)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"{source}: encoder weights not found")
+    try:
+        obj = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightLoadError(f"{source}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+    origin = ""
+    if isinstance(obj, Mapping) and isinstance(obj.get("encoder"), Mapping):
+        state = dict(obj["encoder"])
+        origin = f" (pretrained on {obj.get('model_name', '?')}, tasks {', '.join(obj.get('tasks', [])) or '?'})"
+    else:
+        state = unwrap_checkpoint(obj, source)
+    encoder = {k: v for k, v in _strip_module(state).items() if k.startswith("encoder.")}
+    if not encoder:
+        if hasattr(model, "load_monai_state_dict"):
+            return model.load_monai_state_dict(state, source=source)
+        raise WeightLoadError(
+            f"{source}: no 'encoder.' weights in this file, and {type(model).__name__} reads no MONAI format"
+        )
+    own = {k for k in model.state_dict() if k.startswith("encoder.")}
+    missing, unexpected = sorted(own - set(encoder)), sorted(set(encoder) - own)
+    if missing or unexpected:
+        raise WeightLoadError(
+            f"{source}: these encoder weights{origin} do not fit {type(model).__name__}'s encoder "
+            f"(another architecture or configuration): {len(missing)} of its {len(own)} encoder keys are missing"
+            + (f" (e.g. {missing[0]})" if missing else "")
+            + f", {len(unexpected)} keys of the file are unknown to it"
+            + (f" (e.g. {unexpected[0]})" if unexpected else "")
+        )
+    return load_matching(model, encoder, source + origin, require="encoder.")

@@ -269,6 +269,11 @@ class DualSwinEncoder(nn.Module):
         self.out_channels: list[int] = list(self.fine.out_channels)
         self.reductions: list[int] = list(self.fine.reductions)
 
+    def token_embeddings(self) -> list[nn.Module]:
+        """The modules whose outputs are the image tokens (SimMIM masks them; see :mod:`medswin.ssl.masking`):
+        the fine (patch 4) and the coarse (patch 8) patch embeddings."""
+        return [*self.fine.token_embeddings(), *self.coarse.token_embeddings()]
+
     def forward_streams(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(B, in, *S)`` -> (fine tokens ``e_i``, coarse tokens ``r_i``), each ``(B, *grid_i, C_i)``."""
         fine = self.fine.forward_pyramid_tokens(self.fine.embed(x))

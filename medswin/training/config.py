@@ -28,6 +28,9 @@ class TrainConfig:
     ``budget_minutes`` the number of epochs is fitted to the time budget after the first
     ``calibration_steps`` steps (and the schedule stretched over it), so a bounded run still
     completes its learning-rate schedule.
+
+    ``encoder_weights``: an encoder checkpoint (``medswin pretrain``'s ``encoder.pt``, or MONAI's
+    self-supervised Swin UNETR weights) loaded into the model before training.
     """
 
     model: str = "swin_unetr_tiny"
@@ -36,6 +39,7 @@ class TrainConfig:
     out: str = "runs/train"
     datasets_files: list[str] = field(default_factory=list)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    encoder_weights: str | None = None
     epochs: int = 100
     iterations_per_epoch: int | None = None
     budget_minutes: float | None = None

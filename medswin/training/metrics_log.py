@@ -14,7 +14,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename: readers see
+    the old file or the new one, never half of it (the folder must exist)."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -63,7 +65,7 @@ class MetricsLog:
             writer = csv.DictWriter(buf, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)
-            _write_atomic(path, buf.getvalue().encode())
+            write_atomic(path, buf.getvalue().encode())
             self._csv_keys = keys
         else:
             with path.open("a", newline="") as f:
@@ -105,7 +107,7 @@ class MetricsLog:
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
         path = self.out / "curves.png"
-        _write_atomic(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
         return path
 
     def close(self, history: list[dict[str, Any]]) -> None:

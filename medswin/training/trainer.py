@@ -10,6 +10,11 @@ clipping, sliding-window validation Dice every ``val_every`` epochs, ``checkpoin
 epoch and ``checkpoint_best.pt`` on improvement (atomic), exact resume, tqdm progress, and
 ``metrics.csv`` / TensorBoard events / ``curves.png`` in the run folder.  Under ``torchrun`` the
 model is wrapped in DDP, each rank sees its share of the cases, and rank 0 alone writes.
+
+The loop is shared: a subclass changes what it trains through the hooks (``_load_spec``,
+``_split_cases``, ``_build_model``, ``_param_groups``, ``_build_pipelines``, ``_wrap_ddp``,
+``batch_loss``, ``validate``, ``_epoch_metrics``, ``_run_info`` and ``monitor``), as
+:class:`medswin.ssl.PretrainTrainer` does for self-supervised pretraining.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,35 +102,24 @@ class Trainer:
     tests and by callers that build their own lists.
     """
 
+    #: the validation metric that selects ``checkpoint_best.pt``, and whether higher ("max") or lower ("min") is better
+    monitor: tuple[str, str] = ("dice_mean", "max")
+
     def __init__(self, config: TrainConfig, spec: DatasetSpec | None = None, cases: dict[str, list] | None = None) -> None:
         self.config = config.validate()
-        self.spec = spec or get_dataset_spec(config.dataset, config.datasets_files)
+        self.spec = spec or self._load_spec()
         self.dist: DistInfo = init_distributed(config.device)
         self.device = self.dist.device
         self.out = Path(config.out)
-        self.roi = tuple(config.roi_size or self.spec.roi_size)
-        split = _Split(cases["train"], cases.get("val", [])) if cases is not None else split_cases(config, self.spec)
+        self.roi = tuple(config.roi_size or self._default_roi())
+        split = _Split(cases["train"], cases.get("val", [])) if cases is not None else self._split_cases()
         self.train_cases, self.val_cases = split.train, split.val
         set_determinism(config.seed + self.dist.rank)
-        self.model = create_model(
-            config.model, in_channels=self.spec.num_channels, out_channels=self.spec.out_channels, **config.model_kwargs
-        ).to(self.device)
-        self.biplanar = self.spec.task == "biplanar"
-        if self.biplanar != bool(getattr(self.model, "biplanar", False)):
-            kind = "two X-ray views (a biplanar dataset)" if self.biplanar else "3D volumes"
-            raise ValueError(f"dataset {self.spec.name!r} provides {kind}, which model {config.model!r} does not take")
-        if not self.biplanar:
-            check_roi(self.model, self.roi)
-        self.loss_fn = make_loss(self.spec, self.model, config.deep_supervision_weights)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.model = self._build_model().to(self.device)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        if self.biplanar:
-            self.train_pipeline = biplanar_train_transforms(self.spec)
-            self.val_pipeline = biplanar_val_transforms(self.spec)
-        else:
-            self.train_pipeline = train_transforms(self.spec, self.roi, config.num_samples, *config.pos_neg)
-            self.val_pipeline = val_transforms(self.spec)
+        self.train_pipeline, self.val_pipeline = self._build_pipelines()
         self.train_pipeline.set_random_state(seed=config.seed + self.dist.rank)
         dataset_cls = CacheDataset if config.cache else Dataset
         kwargs = {"cache_rate": 1.0, "num_workers": config.num_workers, "progress": False} if config.cache else {}
@@ -141,16 +136,67 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, min(warmup, max(1, self.total_steps // 2)), self.total_steps)
         )
-        self.net: torch.nn.Module = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.start_epoch, self.step, self.best_metric, self.best_epoch = 0, 0, -1.0, -1
+        self.net: torch.nn.Module = self._wrap_ddp(self.model) if self.dist.enabled else self.model
+        self.start_epoch, self.step, self.best_epoch = 0, 0, -1
+        self.best_metric = -1.0 if self.monitor[1] == "max" else math.inf
         self.history: list[dict[str, Any]] = []
         self.log = MetricsLog(self.out, enabled=self.dist.is_main)
 
+    # ------------------------------------------------------------------ what a subclass may change
+    def _load_spec(self) -> DatasetSpec:
+        """The dataset spec named by the config (when the caller gives none)."""
+        return get_dataset_spec(self.config.dataset, self.config.datasets_files)
+
+    def _default_roi(self) -> Sequence[int]:
+        """Patch size when the config sets none."""
+        return self.spec.roi_size
+
+    def _split_cases(self) -> _Split:
+        """Training and validation cases of the config's data."""
+        return split_cases(self.config, self.spec)
+
+    def _build_model(self) -> torch.nn.Module:
+        """The network to optimise (here the registry model, checked against the dataset and roi) and ``loss_fn``."""
+        config = self.config
+        model = create_model(
+            config.model, in_channels=self.spec.num_channels, out_channels=self.spec.out_channels,
+            encoder_weights=config.encoder_weights, **config.model_kwargs,
+        )  # fmt: skip
+        self.biplanar = self.spec.task == "biplanar"
+        if self.biplanar != bool(getattr(model, "biplanar", False)):
+            kind = "two X-ray views (a biplanar dataset)" if self.biplanar else "3D volumes"
+            raise ValueError(f"dataset {self.spec.name!r} provides {kind}, which model {config.model!r} does not take")
+        if not self.biplanar:
+            check_roi(model, self.roi)
+        self.loss_fn = make_loss(self.spec, model, config.deep_supervision_weights)
+        return model
+
+    def _param_groups(self) -> Any:
+        """Parameters (or AdamW parameter groups) to optimise."""
+        return self.model.parameters()
+
+    def _build_pipelines(self) -> tuple[Any, Any]:
+        """``(train, val)`` MONAI pipelines."""
+        if self.biplanar:
+            return biplanar_train_transforms(self.spec), biplanar_val_transforms(self.spec)
+        config = self.config
+        return train_transforms(self.spec, self.roi, config.num_samples, *config.pos_neg), val_transforms(self.spec)
+
+    def _wrap_ddp(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` wrapped for data-parallel training under torchrun."""
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def _epoch_metrics(self) -> dict[str, float]:
+        """Extra per-epoch columns for ``metrics.csv`` (averaged over ranks by the subclass)."""
+        return {}
+
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> dict[str, Any]:
+        return {**self._train_state(), **self._run_info()}
+
+    def _train_state(self) -> dict[str, Any]:
+        """Everything an exact resume needs: weights, optimiser, schedule, progress, random states, config."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -165,6 +211,11 @@ class Trainer:
             "history": self.history,
             "rng": capture_rng([self.train_pipeline]),
             "config": self.config.to_dict(),
+        }
+
+    def _run_info(self) -> dict[str, Any]:
+        """What prediction needs to rebuild the model: spec, model name and options, channels, roi, version."""
+        return {
             "spec": spec_to_dict(self.spec),
             "model_name": self.config.model,
             "model_kwargs": dict(self.config.model_kwargs),
@@ -195,15 +246,19 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimiser step on a batch; returns the (local) loss."""
+    def batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of one batch (called in training mode under autocast)."""
         inputs = [batch[k].to(self.device) for k in (VIEW_KEYS if self.biplanar else ("image",))]
         label = batch["label"].to(self.device)
+        out = self.net(*inputs)
+        out = {k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float()
+        return self.loss_fn(out, label)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        """One optimiser step on a batch; returns the (local) loss."""
         self.net.train()
         with self._autocast():
-            out = self.net(*inputs)
-            out = {k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float()
-            loss = self.loss_fn(out, label)
+            loss = self.batch_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -312,6 +367,7 @@ class Trainer:
                 "epoch": epoch, "step": self.step, "train_loss": mean_across_ranks(sum(losses) / len(losses), self.dist),
                 "lr": self.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t_start, 2),
             }  # fmt: skip
+            row.update(self._epoch_metrics())
             due = self.config.val_every and epoch % self.config.val_every == 0
             if self.val_cases and (due or epoch == self.epochs):
                 if self.dist.is_main:
@@ -319,9 +375,10 @@ class Trainer:
                     row.update(last_val)
                 barrier(self.dist)
             self.history.append(row)
-            improved = "dice_mean" in row and row["dice_mean"] > self.best_metric
+            key, mode = self.monitor
+            improved = key in row and (row[key] > self.best_metric if mode == "max" else row[key] < self.best_metric)
             if improved:
-                self.best_metric, self.best_epoch = row["dice_mean"], epoch
+                self.best_metric, self.best_epoch = row[key], epoch
             if self.dist.is_main:
                 ckpt = self._checkpoint()
                 save_atomic(ckpt, self.out / "checkpoint_last.pt")
@@ -329,7 +386,7 @@ class Trainer:
                     save_atomic(ckpt, self.out / "checkpoint_best.pt")
                 self.log.write(self.history, row)
                 log.info("epoch %d: loss %.4f%s", epoch, row["train_loss"],
-                         f", val Dice {row['dice_mean']:.4f}" if "dice_mean" in row else "")  # fmt: skip
+                         f", validation {key} {row[key]:.4f}" if key in row else "")  # fmt: skip
             barrier(self.dist)
             over = self.config.budget_minutes is not None and time.perf_counter() - t_start > 1.1 * 60 * self.config.budget_minutes
             if over and epoch < self.epochs:  # the machine slowed down after calibration: the budget is a bound
