@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..data.errors import DataError
-from . import bundle, data, demo, evaluate, models, predict, pretrain, train
+from . import adapt, bundle, data, demo, evaluate, models, predict, pretrain, train
 
-SUBCOMMANDS = (models, data, pretrain, train, predict, evaluate, demo, bundle)
+SUBCOMMANDS = (models, data, pretrain, train, predict, adapt, evaluate, demo, bundle)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i2", "--input2", help="the sagittal X-ray view, for biplanar models (then -i is the coronal one)")
     p.add_argument("-o", "--output", required=True, help="output file (one case) or folder")
     p.add_argument("--spacing", type=float, default=1.0, help="biplanar output voxel size when no DRR geometry is found")
+    add_predictor_arguments(p)
+    p.add_argument("--format", default="nifti", choices=["nifti", "dicom-seg"])
+    p.add_argument("--series-uid", help="which series of a DICOM folder holding several")
+    p.add_argument("--adapt", choices=["tent", "etta"], help="test-time adaptation to each volume before predicting it")
+    add_adaptation_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
+    """Model, dataset, weights and sliding-window options shared by ``predict`` and ``adapt``."""
     p.add_argument("--model", required=True, help="medswin checkpoint (.pt) or a registered model name (then --dataset)")
     p.add_argument("--dataset", help="dataset spec of the model (needed with a model name)")
     p.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
@@ -26,10 +36,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mirror", action="store_true", help="average over the 8 mirror images (8x slower)")
     p.add_argument("--largest-component", action="store_true", help="keep the largest component of each class")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--format", default="nifti", choices=["nifti", "dicom-seg"])
-    p.add_argument("--series-uid", help="which series of a DICOM folder holding several")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    p.set_defaults(func=run)
+    p.add_argument("--memory-budget-gb", type=float, default=2.0,
+                   help="sliding-window accumulator budget; larger volumes are streamed as label slabs (2)")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+
+
+def add_adaptation_arguments(p: argparse.ArgumentParser) -> None:
+    """Test-time adaptation options (``--adapt`` / ``--method`` is added by each subcommand)."""
+    p.add_argument("--adapt-steps", type=int, help="steps per volume (default: tent 1, etta 3)")
+    p.add_argument("--adapt-lr", type=float, help="learning rate (default: tent Adam 1e-4, etta SGD 0.01)")
+    p.add_argument("--adapt-patches", type=int, help="at most this many windows per step (default: tent 8, etta all)")
+    p.add_argument("--entropy-filter", type=float, help="etta: only voxels with entropy < this fraction of ln C count")
+    p.add_argument("--continual", action="store_true", help="keep adapting across volumes (default: reset per volume)")
+
+
+def build_adapter(args: argparse.Namespace, predictor):
+    """The ``--adapt`` adapter (TENT or ETTA) on the predictor's model, attached to the predictor."""
+    from ..adaptation import METHODS
+
+    if getattr(predictor.model, "biplanar", False):
+        raise ValueError("test-time adaptation works on 3D volume models, not on biplanar (two X-ray view) models")
+    if args.entropy_filter is not None and args.adapt != "etta":
+        raise ValueError("--entropy-filter is an etta option (use --adapt etta)")
+    options = {"steps": args.adapt_steps, "lr": args.adapt_lr, "max_patches": args.adapt_patches,
+               "entropy_filter": args.entropy_filter}  # fmt: skip
+    adapter = METHODS[args.adapt](predictor.model, episodic=not args.continual, progress=True,
+                                  **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+    predictor.attach_adapter(adapter)
+    return adapter
 
 
 def build_predictor(args: argparse.Namespace):
@@ -40,6 +75,7 @@ def build_predictor(args: argparse.Namespace):
     options = {
         "roi_size": tuple(args.roi) if args.roi else None, "overlap": args.overlap, "sw_batch_size": sw,
         "amp": args.amp, "mirror": args.mirror, "largest_component": args.largest_component, "device": args.device,
+        "memory_budget_gb": args.memory_budget_gb, "compile": args.compile,
     }  # fmt: skip
     if Path(args.model).is_file():
         if args.weights:
@@ -97,14 +133,33 @@ def _is_biplanar_checkpoint(path: str) -> bool:
     return load_checkpoint(path)["spec"]["entry"].get("task") == "biplanar"
 
 
+def _is_biplanar_name(name: str) -> bool:
+    """True when ``name`` is a registered biplanar model (built on the meta device: no weights)."""
+    import torch
+
+    from ..models import create_model, list_models
+
+    if Path(name).is_file() or name not in list_models():
+        return False
+    with torch.device("meta"):
+        return bool(getattr(create_model(name, in_channels=1, out_channels=2), "biplanar", False))
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the inputs, predict each case, report where the outputs went."""
     from ..distributed import init_distributed
     from ..inference import resolve_inputs
 
-    if args.input2 or _is_biplanar_checkpoint(args.model):
+    if args.input2 or _is_biplanar_checkpoint(args.model) or (args.adapt and _is_biplanar_name(args.model)):
+        if args.adapt:
+            raise ValueError("--adapt works on 3D volume models, not on biplanar (two X-ray view) models")
         return run_biplanar(args)
+    adapt_options = (args.continual, args.adapt_steps, args.adapt_lr, args.adapt_patches, args.entropy_filter)
+    if not args.adapt and any(v not in (None, False) for v in adapt_options):
+        raise ValueError("--continual / --adapt-* / --entropy-filter go with --adapt tent|etta")
     predictor = build_predictor(args)
+    if args.adapt:
+        build_adapter(args, predictor)
     cases = resolve_inputs(args.input, predictor.spec)
     out = Path(args.output)
     single_file = out.name.endswith((".nii", ".nii.gz", ".dcm"))

@@ -9,5 +9,15 @@ from .predictor import (
     predict_logits,
     resolve_inputs,
 )
+from .sliding_window import SlidingWindow
 
-__all__ = ["BiplanarPredictor", "Prediction", "Predictor", "check_roi", "predict_labels", "predict_logits", "resolve_inputs"]
+__all__ = [
+    "BiplanarPredictor",
+    "Prediction",
+    "Predictor",
+    "SlidingWindow",
+    "check_roi",
+    "predict_labels",
+    "predict_logits",
+    "resolve_inputs",
+]

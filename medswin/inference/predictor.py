@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ from tqdm import tqdm
 from ..amp import autocast
 from ..data.errors import DataError
 from ..data.spec import DatasetSpec
+from .sliding_window import SlidingWindow
+
+if TYPE_CHECKING:
+    from ..adaptation import EntropyAdapter
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +106,12 @@ def predict_logits(
 
 
 def predict_labels(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int], **kwargs: Any) -> torch.Tensor:
-    """Label map ``(B, *S)`` (argmax over classes); arguments as :func:`predict_logits`."""
-    return predict_logits(model, image, roi_size, **kwargs).argmax(1)
+    """Label map ``(B, *S)`` (``uint8``, the argmax of the blended logits) by the fast sliding-window
+    engine: the same windows and blending as :func:`predict_logits` (the plain MONAI reference), no
+    full-size probabilities, streamed in slabs when the accumulator would exceed the memory budget.
+    Keyword arguments: ``overlap``, ``sw_batch_size``, ``amp`` and any other
+    :class:`~medswin.inference.sliding_window.SlidingWindow` option."""
+    return SlidingWindow(roi_size, **kwargs).labels(model, image)
 
 
 MIRROR_AXES: tuple[tuple[int, ...], ...] = tuple(
@@ -133,6 +141,20 @@ class Predictor:
         mirror: average the probabilities of the 8 mirror images (8x the cost).
         largest_component: keep the largest connected component of each class.
         device: where the model runs (default: CUDA when available).
+        adapter: a test-time adapter wrapping this same ``model`` (:mod:`medswin.adaptation`): each
+            volume is adapted to before it is predicted, so the prediction (mirrored or not) uses the
+            adapted parameters; see :meth:`attach_adapter`.
+        streaming: ``None`` (default) = the memory-bounded path when the volume's full accumulator
+            would exceed ``memory_budget_gb``; ``True`` / ``False`` force it on / off.  The bounded
+            path streams label slabs off a rolling accumulator (no full-size probabilities) and
+            inverts the label map with nearest-neighbour interpolation (the direct path interpolates
+            probabilities; both agree where the model grid is the input grid); with ``mirror`` it
+            mirrors each window (nnU-Net's way) instead of the whole volume.
+        memory_budget_gb: bound on the sliding-window accumulator, GiB (2).
+        compile: run the model through ``torch.compile`` (``True``, or a backend name).
+
+    Windows run through :class:`~medswin.inference.sliding_window.SlidingWindow`: MONAI's windows
+    and Gaussian blending (same results as :func:`predict_logits`), faster and leaner.
     """
 
     def __init__(
@@ -146,9 +168,14 @@ class Predictor:
         mirror: bool = False,
         largest_component: bool = False,
         device: str | torch.device | None = None,
+        adapter: EntropyAdapter | None = None,
+        streaming: bool | None = None,
+        memory_budget_gb: float = 2.0,
+        compile: bool | str = False,
     ) -> None:
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
+        self.adapter: EntropyAdapter | None = None
         self.spec = spec
         self.roi = tuple(int(r) for r in (roi_size or spec.roi_size))
         check_roi(model, self.roi)
@@ -164,6 +191,28 @@ class Predictor:
         self.sw_batch_size = (
             auto_sw_batch_size(self.model, self.roi, self.device, spec.num_channels) if sw_batch_size == "auto" else int(sw_batch_size)
         )
+        self.streaming, self.memory_budget_gb, self.compile = streaming, float(memory_budget_gb), compile
+        self.engine()  # validates the options
+        if adapter is not None:
+            self.attach_adapter(adapter)
+
+    def engine(self, **overrides: Any) -> SlidingWindow:
+        """The sliding-window engine for this predictor's current settings (``overrides`` replace them)."""
+        options: dict[str, Any] = dict(
+            roi_size=self.roi, overlap=self.overlap, sw_batch_size=self.sw_batch_size, amp=self.amp,
+            compile=self.compile, streaming=self.streaming, memory_budget_gb=self.memory_budget_gb,
+        )  # fmt: skip
+        options.update(overrides)
+        return SlidingWindow(**options)
+
+    def attach_adapter(self, adapter: EntropyAdapter) -> None:
+        """Adapt to every volume before predicting it.  The adapter must wrap this predictor's model
+        object; its unset roi / overlap / amp / sigmoid settings become the predictor's."""
+        if adapter.model is not self.model:
+            raise ValueError(f"the {type(adapter).__name__} adapter wraps a different model object than the predictor's "
+                             f"{type(self.model).__name__}: build it on predictor.model")  # fmt: skip
+        adapter.bind(self.roi, self.overlap, self.amp, bool(self.spec.regions))
+        self.adapter = adapter
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -183,15 +232,38 @@ class Predictor:
     # ------------------------------------------------------------------ prediction
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """Class (softmax) or region (sigmoid) probabilities ``(1, K, *S)`` for ``image`` ``(1, C, *S)``."""
-        activation = torch.sigmoid if self.spec.regions else (lambda t: torch.softmax(t, 1))
+        self._adapt(image)
+        engine = self.engine(streaming=False)
         axes_list = MIRROR_AXES if self.mirror else ((),)
         total = None
         for axes in axes_list:
             x = torch.flip(image, axes) if axes else image
-            p = activation(predict_logits(self.model, x, self.roi, self.overlap, self.sw_batch_size, self.amp))
+            p = engine.probabilities(self.model, x, sigmoid=bool(self.spec.regions))
             p = torch.flip(p, axes) if axes else p
-            total = p if total is None else total + p
-        return total / len(axes_list)
+            total = p if total is None else total.add_(p)
+        return total.div_(len(axes_list)) if len(axes_list) > 1 else total
+
+    def _adapt(self, image: torch.Tensor) -> None:
+        if self.adapter is not None:  # episodic adapters reset themselves first
+            inside = (image != 0).any(1, keepdim=True) if uses_nonzero_mask(self.spec) else None
+            self.adapter.adapt(image, inside if inside is not None and bool(inside.any()) else None)
+
+    def streamed_labels(self, image: torch.Tensor) -> torch.Tensor:
+        """The memory-bounded path: label map ``(1, *S)`` (the dataset's label values, ``uint8`` /
+        ``int16``) for ``image`` ``(1, C, *S)`` on the model's grid, streamed in slabs off a rolling
+        accumulator whatever the budget says; background outside the scan for nonzero-normalised data."""
+        self._adapt(image)
+        engine = self.engine(streaming=True, mirror=self.mirror, progress=True)  # large volumes: minutes of windows
+        values = sorted(self.spec.labels.values())
+
+        def to_labels(logits: torch.Tensor) -> torch.Tensor:  # one slab: region thresholds or label values
+            return _to_labels(logits.sigmoid_() if self.spec.regions else logits, self.spec, False)
+
+        plain_argmax = not self.spec.regions and values == list(range(len(values)))  # class index = label value
+        labels = engine.labels(self.model, image, labeler=None if plain_argmax else to_labels)
+        if uses_nonzero_mask(self.spec):
+            labels[~(image != 0).any(1)] = 0
+        return labels
 
     def predict(self, image_path: str | os.PathLike | Sequence[str | os.PathLike], series_uid: str | None = None) -> Prediction:
         """Predict one case (a file, a DICOM folder, or one file per channel) on its own grid."""
@@ -222,6 +294,8 @@ class Predictor:
                             f"({', '.join(self.spec.channel_names)})")  # fmt: skip
         if not torch.isfinite(image).all():
             raise DataError(source, "image contains NaN/inf voxels")
+        if self.engine().streams(image.shape[1:], self.spec.out_channels):
+            return self._predict_streamed(data, image, pipeline, source)
         probs = self.probabilities(image.as_tensor()[None])[0]
         outside = uses_nonzero_mask(self.spec)
         if outside:  # carry the scan's nonzero mask through the inversion as one more channel
@@ -235,6 +309,22 @@ class Predictor:
         if outside:
             labels[~inside] = 0
         return Prediction(labels.cpu().numpy().astype(np.int16), affine, source)
+
+    def _predict_streamed(self, data: dict, image: MetaTensor, pipeline: Any, source: str) -> Prediction:
+        """:meth:`predict` for volumes over the memory budget: streamed labels, inverted (nearest) to the input grid."""
+        from ..data.transforms import invert_transforms
+        from .postprocess import keep_largest_component
+
+        log.info("%s: %s voxels over the %.1f GiB accumulator budget: streaming labels", source, tuple(image.shape[1:]),
+                 self.memory_budget_gb)  # fmt: skip
+        labels = self.streamed_labels(image.as_tensor()[None])
+        data["pred"] = MetaTensor(labels, meta=image.meta, applied_operations=image.applied_operations)
+        inverted_meta = invert_transforms(pipeline, "pred", nearest=True)(data)["pred"]
+        labels, affine = inverted_meta.as_tensor()[0], np.asarray(inverted_meta.affine, dtype=np.float64)
+        labels = labels.round().to(torch.int16) if labels.is_floating_point() else labels.to(torch.int16)
+        if self.largest_component:
+            labels = keep_largest_component(labels)
+        return Prediction(labels.cpu().numpy(), affine, source)
 
     def predict_file(
         self,

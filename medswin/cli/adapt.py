@@ -1,0 +1,76 @@
+"""``medswin adapt -i CASES -o OUT --model CHECKPOINT --method tent|etta``: adapt to each case, then segment it.
+
+The same inputs and model options as ``medswin predict``; each volume is adapted to (TENT or ETTA,
+:mod:`medswin.adaptation`) before it is predicted with the adapted parameters.  Episodic by default
+(the model is reset before every case); ``--continual`` keeps adapting across the cases in order.
+Labels go to ``OUT/{case}.nii.gz``, and what each adaptation did (losses per step, windows,
+seconds) to ``OUT/adaptation.json`` (written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .predict import (
+    _is_biplanar_checkpoint,
+    _is_biplanar_name,
+    add_adaptation_arguments,
+    add_predictor_arguments,
+    build_adapter,
+    build_predictor,
+)
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``adapt`` subcommand."""
+    p = sub.add_parser("adapt", help="test-time adaptation (TENT/ETTA) to each case, then segment it")
+    p.add_argument("-i", "--input", required=True, help="a volume, a DICOM series folder, or a folder/dataset of cases")
+    p.add_argument("-o", "--output", required=True, help="output folder ({case}.nii.gz and adaptation.json)")
+    p.add_argument("--method", dest="adapt", default="tent", choices=["tent", "etta"], help="adaptation method (tent)")
+    add_predictor_arguments(p)
+    add_adaptation_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _write_json(path: Path, data: dict) -> Path:
+    from ..training.metrics_log import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=2).encode())
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Adapt to and predict every case; print the written files."""
+    from tqdm import tqdm
+
+    from ..inference import resolve_inputs
+
+    if _is_biplanar_checkpoint(args.model) or _is_biplanar_name(args.model):
+        raise ValueError(f"{args.model}: test-time adaptation works on 3D volume models, "
+                         "not on biplanar (two X-ray view) models")  # fmt: skip
+    out = Path(args.output)
+    if out.name.endswith((".nii", ".nii.gz", ".dcm", ".json")):
+        raise ValueError(f"-o {args.output}: medswin adapt writes a folder (labels and adaptation.json), give a folder")
+    predictor = build_predictor(args)
+    adapter = build_adapter(args, predictor)
+    cases = resolve_inputs(args.input, predictor.spec)
+    records, written = [], []
+    for case, paths in tqdm(cases, desc=f"{args.adapt} + predict", disable=len(cases) < 2):
+        written.append(predictor.predict_file(paths if len(paths) > 1 else paths[0], out / f"{case}.nii.gz"))
+        records.append({"case": case, "output": str(written[-1]), **adapter.last_report.as_dict()})
+        log.info("%s -> %s", case, written[-1])
+    settings = {"method": args.adapt, "episodic": adapter.episodic, "steps": adapter.steps, "lr": adapter.lr,
+                "max_patches": adapter.max_patches, "parameters": adapter.parameter_names}  # fmt: skip
+    if args.adapt == "etta":
+        settings["entropy_filter"] = adapter.entropy_filter
+    report = _write_json(out / "adaptation.json", {"model": args.model, "settings": settings, "cases": records})
+    for path in written:
+        print(path)
+    print(report)
+    return 0
