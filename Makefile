@@ -7,7 +7,7 @@ EXTRAS ?= test,demo,dicom,bundle
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medswin-installed
 
-.PHONY: install demo test bench bench-demo clean
+.PHONY: install demo test bench bench-full bench-demo clean
 
 install: $(STAMP)
 
@@ -24,9 +24,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# about 22 minutes on 2 CPU cores: the inference/scaling/training benchmarks in their --quick form
 bench: $(STAMP)
 	$(BIN)/python benchmarks/swin_unetr_vs_monai.py
 	$(BIN)/python benchmarks/models_table.py
+	$(BIN)/python benchmarks/inference_vs_monai.py --quick
+	$(BIN)/python benchmarks/scaling.py --quick
+	$(BIN)/python benchmarks/training_throughput.py --quick
+
+# the full whole-volume inference, scaling and training benchmarks (about 40 minutes on 2 CPU cores)
+bench-full: $(STAMP)
+	$(BIN)/python benchmarks/inference_vs_monai.py
+	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/training_throughput.py
 
 # the demo task at equal wall time against MONAI's UNet and SwinUNETR (about 17 minutes)
 bench-demo: $(STAMP)

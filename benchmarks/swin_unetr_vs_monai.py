@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,18 +33,9 @@ from pathlib import Path
 FEATURES = {"tiny": 12, "small": 24, "base": 48}
 IN_CHANNELS, OUT_CHANNELS = 1, 14
 RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(RESULTS.parent))
 
-
-def cpu_name() -> str:
-    """CPU model and whether it has AMX / AVX512-BF16 (what makes bf16 fast), from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    extras = [name for name, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")) if flag in flags]
-    return f"{model}, {os.cpu_count()} cores" + (f", {'/'.join(extras)}" if extras else "")
+from _bench import cpu_name  # noqa: E402
 
 
 def _rss_bytes() -> int:
