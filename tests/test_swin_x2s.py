@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from medswin.cli import main
-from medswin.data.biplanar import prepare_biplanar
 from medswin.data.io import load_volume
 from medswin.data.spec import load_dataset_specs, parse_spec
 from medswin.data.synthetic import make_spine_phantom, write_synthetic_dataset
@@ -154,3 +153,27 @@ def test_a_volume_model_refuses_a_biplanar_dataset(tmp_path):
     with pytest.raises(ValueError, match="provides two X-ray views"):
         Trainer(cfg, spec=spec, cases={"train": [], "val": []})
     assert create_model("swin_x2s_tiny", in_channels=1, out_channels=2).biplanar
+
+
+def test_biplanar_augmentation_flips_only_the_allowed_axes_and_keeps_views_and_label_aligned():
+    from medswin.data.transforms import RandBiplanarAugmentd
+
+    lab = torch.arange(4 * 5 * 6).reshape(1, 4, 5, 6)  # (1, x, y, z)
+    cor, sag = lab.sum(2).float(), lab.sum(1).float()  # projections along y and x: (1, x, z), (1, y, z)
+    sample = {"image_coronal": cor, "image_sagittal": sag, "label": lab}
+    seen = set()
+    default = RandBiplanarAugmentd(prob=0.5, max_shift=0.0)
+    default.set_random_state(0)
+    for _ in range(40):
+        out = default(sample)
+        assert torch.equal(out["label"].sum((1, 2)), lab.sum((1, 2)))  # z (head-foot) never flipped
+        assert torch.equal(out["label"].sum((1, 3)), lab.sum((1, 3)))  # nor y (front-back)
+        seen.add(torch.equal(out["label"], lab.flip(1)))
+    assert seen == {True, False}  # left-right flips happen
+    every = RandBiplanarAugmentd(prob=1.0, max_shift=0.0, flip_axes=("x", "y", "z"))
+    out = every(sample)
+    flipped = lab.flip(1, 2, 3)
+    assert torch.equal(out["label"], flipped)
+    assert torch.equal(out["image_coronal"], flipped.sum(2).float()) and torch.equal(out["image_sagittal"], flipped.sum(1).float())
+    with pytest.raises(ValueError, match="flip_axes"):
+        RandBiplanarAugmentd(flip_axes=("w",))

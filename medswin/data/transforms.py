@@ -93,15 +93,25 @@ class RandBiplanarAugmentd(Randomizable, MapTransform):
     and the label (the sagittal projection is unchanged); along ``y`` the sagittal view and the
     label; a shift along ``z`` moves all three by the same number of voxels (zero fill).  Each is
     drawn with probability ``prob``; the shift is up to ``max_shift`` of the ``z`` extent.
+
+    ``flip_axes`` (default ``("x",)``, left-right only): a head-foot (``z``) or front-back (``y``)
+    flip turns anatomy whose labels are ordered along that axis into a contradiction -- vertebra
+    L1 would sit where L4 belongs -- so those flips are opt-in.  Drop ``"x"`` too when the labels
+    are lateralised (left/right femur).
     """
 
-    def __init__(self, prob: float = 0.5, max_shift: float = 0.1) -> None:
+    AXES = ("x", "y", "z")
+
+    def __init__(self, prob: float = 0.5, max_shift: float = 0.1, flip_axes: Sequence[str] = ("x",)) -> None:
         MapTransform.__init__(self, [*VIEW_KEYS, "label"])
-        self.prob, self.max_shift = prob, max_shift
+        unknown = sorted(set(flip_axes) - set(self.AXES))
+        if unknown:
+            raise ValueError(f"flip_axes must be among {self.AXES}, got {unknown}")
+        self.prob, self.max_shift, self.flip_axes = prob, max_shift, tuple(flip_axes)
 
     def randomize(self, depth: int) -> None:  # type: ignore[override]
-        """Draw the flips and the shift."""
-        self.flips = [self.R.rand() < self.prob for _ in range(3)]  # x, y, z
+        """Draw the flips (only along ``flip_axes``) and the shift."""
+        self.flips = [self.R.rand() < self.prob and axis in self.flip_axes for axis in self.AXES]  # x, y, z
         limit = int(self.max_shift * depth)
         self.shift = int(self.R.randint(-limit, limit + 1)) if limit and self.R.rand() < self.prob else 0
 
