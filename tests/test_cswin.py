@@ -18,7 +18,7 @@ from torch import nn
 
 import medswin.models.cswin_unet  # noqa: F401  (registers the presets)
 from medswin.layers.conv import UpBlock
-from medswin.layers.cswin import CSwinAttention3D, CSwinEncoder3D
+from medswin.layers.cswin import CSwinAttention3D
 from medswin.layers.decoder import UNETRDecoder
 from medswin.models import create_model, model_info
 from medswin.models.cswin_unet import CSwinUNet
