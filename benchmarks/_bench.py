@@ -132,3 +132,16 @@ def fit_power(x: list[float], y: list[float]) -> float:
     if np.ptp(lx) == 0:
         return float("nan")
     return float(np.polyfit(lx, ly, 1)[0])
+
+
+def worker_or_table(opts, worker, table) -> bool:
+    """The two side entries every benchmark script shares: ``--worker`` (run one measurement in this
+    process and print its JSON for the parent) and ``--table JSON`` (print the tables of an earlier
+    result).  Returns True when one of them ran, i.e. the script is done."""
+    if opts.worker:
+        print(json.dumps(worker(opts)))
+        return True
+    if opts.table:
+        print(table(json.loads(Path(opts.table).read_text())))
+        return True
+    return False

@@ -134,15 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
-    if opts.worker:
-        import json
-
-        print(json.dumps(worker(opts)))
-        return 0
-    if opts.table:
-        import json
-
-        print(markdown_table(json.loads(Path(opts.table).read_text())))
+    if _bench.worker_or_table(opts, worker, markdown_table):
         return 0
     if opts.quick:
         opts.volumes, opts.impls = "160", "monai_flash,medswin"

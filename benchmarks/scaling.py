@@ -24,7 +24,6 @@ Writes ``benchmarks/results/scaling_<device>.json`` (``..._<device>_quick.json``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -115,11 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--image", "--labels-out", "--volume", "--amp"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
-    if opts.worker:
-        print(json.dumps(memory_worker(opts)))
-        return 0
-    if opts.table:
-        print(markdown_table(json.loads(Path(opts.table).read_text())))
+    if _bench.worker_or_table(opts, memory_worker, markdown_table):
         return 0
     if opts.quick:
         opts.sizes, opts.overlap = "96,144,192", 0.25

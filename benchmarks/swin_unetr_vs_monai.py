@@ -35,6 +35,7 @@ IN_CHANNELS, OUT_CHANNELS = 1, 14
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(RESULTS.parent))
 
+import _bench  # noqa: E402
 from _bench import cpu_name  # noqa: E402
 
 
@@ -136,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
-    if opts.worker:
-        print(json.dumps(worker(opts)))
-        return 0
-    if opts.table:
-        print(markdown_table(json.loads(Path(opts.table).read_text())))
+    if _bench.worker_or_table(opts, worker, markdown_table):
         return 0
 
     import torch

@@ -21,7 +21,6 @@ Writes ``benchmarks/results/training_throughput_<device>.json`` (``..._<device>_
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -117,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--impl", "--model", "--amp", "--ckpt", "--weights"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
-    if opts.worker:
-        print(json.dumps(worker(opts)))
-        return 0
-    if opts.table:
-        print(markdown_table(json.loads(Path(opts.table).read_text())))
+    if _bench.worker_or_table(opts, worker, markdown_table):
         return 0
     if opts.quick:
         opts.roi, opts.steps = opts.roi or "64", 1
