@@ -7,7 +7,7 @@ EXTRAS ?= test,demo,dicom,bundle
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medswin-installed
 
-.PHONY: install demo test bench bench-full bench-demo clean
+.PHONY: install demo test notebooks bench bench-full bench-demo clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# execute every notebooks/*.ipynb top to bottom (about 8 minutes; CI runs it after `make test`);
+# `make test` checks that they are stored without outputs and in sync with notebooks/build.py
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q -m notebook tests/test_notebooks.py
 
 # about 22 minutes on 2 CPU cores: the inference/scaling/training benchmarks in their --quick form
 bench: $(STAMP)
