@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from monai.data.utils import compute_importance_map, dense_patch_slices
 from torch import nn
 
 from ..amp import autocast, resolve_amp
+from ..inference.sliding_window import gaussian_importance, window_plan
 
 log = logging.getLogger(__name__)
 
@@ -169,25 +169,15 @@ class WindowGrid:
 def window_grid(
     spatial_shape: Sequence[int], roi_size: Sequence[int], overlap: float, device: torch.device | str = "cpu"
 ) -> WindowGrid:
-    """The sliding windows of a volume of ``spatial_shape`` (see :class:`WindowGrid`)."""
-    shape, roi = tuple(int(s) for s in spatial_shape), tuple(int(r) for r in roi_size)
-    if len(shape) != len(roi):
-        raise ValueError(f"roi_size {roi} does not match the volume's {len(shape)} spatial axes {shape}")
-    pad: list[int] = []
-    for k in range(len(shape) - 1, -1, -1):  # F.pad order: last axis first
-        diff = max(roi[k] - shape[k], 0)
-        pad.extend([diff // 2, diff - diff // 2])
-    padded = tuple(max(s, r) for s, r in zip(shape, roi))
-    low = [pad[2 * (len(shape) - 1 - i)] for i in range(len(shape))]  # padding before each axis
-    crop = tuple(slice(lo, lo + s) for lo, s in zip(low, shape))
-    scan = tuple(r if r == p else max(1, int(r * (1 - overlap))) for r, p in zip(roi, padded))
-    slices = [tuple(s) for s in dense_patch_slices(padded, roi, scan, return_slice=True)]
-    importance = compute_importance_map(roi, mode="gaussian", sigma_scale=0.125, device=device, dtype=torch.float32)
-    importance = importance[None, None]
-    count = torch.zeros((1, 1, *padded), dtype=torch.float32, device=device)
+    """The sliding windows of a volume of ``spatial_shape`` (see :class:`WindowGrid`): the engine's
+    :func:`~medswin.inference.sliding_window.window_plan` in MONAI's window order, with the summed weights."""
+    plan = window_plan(spatial_shape, roi_size, overlap)
+    slices = [tuple(slice(a, a + r) for a, r in zip(start, plan.roi)) for start in sorted(plan.starts)]
+    importance = gaussian_importance(plan.roi, 0.125, str(torch.device(device)))[None, None]
+    count = torch.zeros((1, 1, *plan.padded_shape), dtype=torch.float32, device=device)
     for sl in slices:
         count[(slice(None), slice(None), *sl)] += importance
-    return WindowGrid(roi, tuple(pad), padded, crop, slices, importance, count)
+    return WindowGrid(plan.roi, plan.pad, plan.padded_shape, plan.crop, slices, importance, count)
 
 
 # ---------------------------------------------------------------------------------------------
