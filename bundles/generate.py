@@ -611,6 +611,44 @@ def inference_postprocessing(b: Bundle) -> list[dict[str, Any]]:
     return [_t("Activationsd", keys="pred", softmax=True), invert, _t("AsDiscreted", keys="pred", argmax=True), save]
 
 
+def evaluator_section(
+    b: Bundle, split: str, pre: list, post: list, extra_handlers: list, key_metric: Any = None
+) -> dict[str, Any]:
+    """What ``inference.json`` and ``evaluate.json`` share: the ``split`` datalist through ``pre``, the
+    sliding-window inferer, ``post``, the checkpoint loader, and a ``SupervisedEvaluator`` that runs it all
+    (``key_metric`` when given)."""
+    metric = {"key_val_metric": "@key_metric"} if key_metric is not None else {}
+    section: dict[str, Any] = {
+        "datalist": datalist(split),
+        "preprocessing": compose(pre),
+        "dataset": _t("Dataset", data="@datalist", transform="@preprocessing"),
+        "dataloader": _t("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
+        "inferer": inferer(b),
+        "postprocessing": compose(post),
+        **({"key_metric": key_metric} if key_metric is not None else {}),
+        "handlers": [
+            _t("CheckpointLoader", load_path="@ckpt_path", load_dict={"model": "@network"}, map_location="@device"),
+            _t("StatsHandler", iteration_log=False),
+            *extra_handlers,
+        ],
+        "evaluator": _t(
+            "SupervisedEvaluator",
+            device="@device",
+            val_data_loader="@dataloader",
+            network="@network",
+            inferer="@inferer",
+            postprocessing="@postprocessing",
+            **metric,
+            val_handlers="@handlers",
+            amp="@amp",
+        ),
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": ["$@evaluator.run()"],
+        "evaluating": ["$@evaluator.run()"],
+    }
+    return section
+
+
 def inference_config(b: Bundle) -> dict[str, Any]:
     """``inference.json``: predict every input of ``@dataset_dir`` and write label maps on the inputs' grids."""
     pre = (
@@ -619,33 +657,7 @@ def inference_config(b: Bundle) -> dict[str, Any]:
         else base_transforms(b.spec, ["image"]) + [_t("EnsureTyped", keys="image")]
     )
     cfg = {**common(b), **export_ids()}
-    cfg.update(
-        {
-            "datalist": datalist("inference"),
-            "preprocessing": compose(pre),
-            "dataset": _t("Dataset", data="@datalist", transform="@preprocessing"),
-            "dataloader": _t("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
-            "inferer": inferer(b),
-            "postprocessing": compose(inference_postprocessing(b)),
-            "handlers": [
-                _t("CheckpointLoader", load_path="@ckpt_path", load_dict={"model": "@network"}, map_location="@device"),
-                _t("StatsHandler", iteration_log=False),
-            ],
-            "evaluator": _t(
-                "SupervisedEvaluator",
-                device="@device",
-                val_data_loader="@dataloader",
-                network="@network",
-                inferer="@inferer",
-                postprocessing="@postprocessing",
-                val_handlers="@handlers",
-                amp="@amp",
-            ),
-            "initialize": ["$monai.utils.set_determinism(seed=0)"],
-            "run": ["$@evaluator.run()"],
-            "evaluating": ["$@evaluator.run()"],
-        }
-    )
+    cfg.update(evaluator_section(b, "inference", pre, inference_postprocessing(b), []))
     return cfg
 
 
@@ -656,44 +668,16 @@ def evaluate_config(b: Bundle) -> dict[str, Any]:
         if b.biplanar
         else base_transforms(b.spec, ["image", "label"]) + [_t("EnsureTyped", keys=["image", "label"])]
     )
-    cfg = common(b)
-    cfg.update(
-        {
-            "datalist": datalist("validation"),
-            "preprocessing": compose(pre),
-            "dataset": _t("Dataset", data="@datalist", transform="@preprocessing"),
-            "dataloader": _t("DataLoader", dataset="@dataset", batch_size=1, shuffle=False, num_workers="@num_workers"),
-            "inferer": inferer(b),
-            "postprocessing": compose(eval_postprocessing(b)),
-            "key_metric": key_metric(b),
-            "handlers": [
-                _t("CheckpointLoader", load_path="@ckpt_path", load_dict={"model": "@network"}, map_location="@device"),
-                _t("StatsHandler", iteration_log=False),
-                _t(
-                    "MetricsSaver",
-                    save_dir="@output_dir",
-                    metrics=["val_mean_dice"],
-                    metric_details=["val_mean_dice"],
-                    batch_transform="$lambda x: [xx['image'].meta for xx in x]",
-                    summary_ops="*",
-                ),
-            ],
-            "evaluator": _t(
-                "SupervisedEvaluator",
-                device="@device",
-                val_data_loader="@dataloader",
-                network="@network",
-                inferer="@inferer",
-                postprocessing="@postprocessing",
-                key_val_metric="@key_metric",
-                val_handlers="@handlers",
-                amp="@amp",
-            ),
-            "initialize": ["$monai.utils.set_determinism(seed=0)"],
-            "run": ["$@evaluator.run()"],
-            "evaluating": ["$@evaluator.run()"],
-        }
+    saver = _t(
+        "MetricsSaver",
+        save_dir="@output_dir",
+        metrics=["val_mean_dice"],
+        metric_details=["val_mean_dice"],
+        batch_transform="$lambda x: [xx['image'].meta for xx in x]",
+        summary_ops="*",
     )
+    cfg = common(b)
+    cfg.update(evaluator_section(b, "validation", pre, eval_postprocessing(b), [saver], key_metric=key_metric(b)))
     return cfg
 
 
