@@ -47,7 +47,9 @@ class MonaiUNet(nn.Module):
         from monai.networks.nets import UNet
 
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.net = UNet(3, in_channels, out_channels, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=2, norm="instance")
+        self.net = UNet(
+            3, in_channels, out_channels, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=2, norm="instance"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, *S)`` -> logits ``(B, out, *S)``."""
@@ -93,9 +95,16 @@ ENTRIES = {
 
 
 def run_entry(name: str, recipe: dict, data: Path, out: Path, budget: float, seed: int) -> dict:
-    config = TrainConfig.from_dict({
-        **recipe, "dataset": "mni-tissue", "data": str(data), "out": str(out / name), "budget_minutes": budget, "seed": seed,
-    })  # fmt: skip
+    config = TrainConfig.from_dict(
+        {
+            **recipe,
+            "dataset": "mni-tissue",
+            "data": str(data),
+            "out": str(out / name),
+            "budget_minutes": budget,
+            "seed": seed,
+        }
+    )
     t0 = time.perf_counter()
     summary = Trainer(config).fit()
     train_s = time.perf_counter() - t0
@@ -103,7 +112,13 @@ def run_entry(name: str, recipe: dict, data: Path, out: Path, budget: float, see
     predictor.predict_file(data / "imagesTs" / "mni_superior.nii.gz", out / name / "pred" / "mni_superior.nii.gz")
     rows = evaluate_pairs(match_cases(out / name / "pred", data / "labelsTs"), predictor.spec)
     result = summarize(rows, predictor.spec)
-    return {"entry": name, "recipe": recipe, "steps": summary["steps"], "train_seconds": round(train_s, 1), "summary": result}
+    return {
+        "entry": name,
+        "recipe": recipe,
+        "steps": summary["steps"],
+        "train_seconds": round(train_s, 1),
+        "summary": result,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(res["summary"]), flush=True)
         previous = json.loads(out.read_text()).get("results", []) if out.is_file() else []
         merged = [r for r in previous if r["entry"] != name] + [res]  # a rerun entry replaces its old result
-        out.write_text(json.dumps({"benchmark": "demo_vs_monai_unet", "budget_minutes": args.budget_minutes,
-                                   "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                                   "results": merged}, indent=2))  # fmt: skip (written after each entry)
+        out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "demo_vs_monai_unet",
+                    "budget_minutes": args.budget_minutes,
+                    "cpu": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(),
+                    "results": merged,
+                },
+                indent=2,
+            )
+        )  # written after each entry
     print(f"\nwrote {out}")
     return 0
 

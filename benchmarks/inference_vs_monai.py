@@ -58,16 +58,26 @@ def worker(a: argparse.Namespace) -> dict:
     if a.impl == "medswin":
         model = SwinUNETR.from_monai(state)
     else:
-        model = MonaiSwinUNETR(in_channels=IN_CHANNELS, out_channels=a.classes, feature_size=a.feature_size,
-                               use_flash_attention=a.impl == "monai_flash")  # fmt: skip
+        model = MonaiSwinUNETR(
+            in_channels=IN_CHANNELS,
+            out_channels=a.classes,
+            feature_size=a.feature_size,
+            use_flash_attention=a.impl == "monai_flash",
+        )
         model.load_state_dict(state)
     model.to(device).eval()
     shape = _bench.parse_shape(a.volume)
     roi = _bench.parse_shape(a.roi)
     x = torch.randn(1, IN_CHANNELS, *shape, generator=torch.Generator().manual_seed(a.seed)).to(device)
     bf16 = a.precision == "bf16"
-    engine = SlidingWindow(roi, a.overlap, a.sw_batch_size, amp="bf16" if bf16 else "fp32", compile=a.compile,
-                           memory_budget_gb=a.memory_budget_gb)  # fmt: skip
+    engine = SlidingWindow(
+        roi,
+        a.overlap,
+        a.sw_batch_size,
+        amp="bf16" if bf16 else "fp32",
+        compile=a.compile,
+        memory_budget_gb=a.memory_budget_gb,
+    )
 
     def sync() -> None:
         if device.type == "cuda":
@@ -127,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-budget-gb", type=float, default=2.0, help="medswin's accumulator budget")
     p.add_argument("--quick", action="store_true", help="160^3 only, MONAI+flash vs medswin")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per measurement")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/inference_vs_monai_<device>.json)")
+    p.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/inference_vs_monai_<device>.json)"
+    )
     p.add_argument("--table", metavar="JSON", help="only print the tables of an earlier result")
     for hidden in ("--impl", "--precision", "--volume", "--weights", "--labels-out"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
@@ -160,11 +172,38 @@ def main(argv: list[str] | None = None) -> int:
                 res, labels = {}, {}
                 for impl in impls:
                     out = os.path.join(tmp, f"{impl}.npy")
-                    args = ["--impl", impl, "--precision", precision, "--volume", vol, "--weights", weights, "--labels-out", out,
-                            "--roi", opts.roi, "--overlap", str(opts.overlap), "--sw-batch-size", str(opts.sw_batch_size),
-                            "--classes", str(opts.classes), "--feature-size", str(opts.feature_size), "--device", opts.device,
-                            "--threads", str(opts.threads), "--reps", str(opts.reps), "--seed", "0",
-                            "--memory-budget-gb", str(opts.memory_budget_gb)] + (["--compile"] if opts.compile else [])  # fmt: skip
+                    args = [
+                        "--impl",
+                        impl,
+                        "--precision",
+                        precision,
+                        "--volume",
+                        vol,
+                        "--weights",
+                        weights,
+                        "--labels-out",
+                        out,
+                        "--roi",
+                        opts.roi,
+                        "--overlap",
+                        str(opts.overlap),
+                        "--sw-batch-size",
+                        str(opts.sw_batch_size),
+                        "--classes",
+                        str(opts.classes),
+                        "--feature-size",
+                        str(opts.feature_size),
+                        "--device",
+                        opts.device,
+                        "--threads",
+                        str(opts.threads),
+                        "--reps",
+                        str(opts.reps),
+                        "--seed",
+                        "0",
+                        "--memory-budget-gb",
+                        str(opts.memory_budget_gb),
+                    ] + (["--compile"] if opts.compile else [])
                     print(f"  {vol} {precision} {impl} ...", end="", flush=True)
                     res[impl] = _bench.run_worker(__file__, args, timeout=opts.timeout)
                     labels[impl] = np.load(out)
@@ -229,11 +268,15 @@ def _dice(row: dict, impl: str) -> str:
 
 
 def _format_row(r: dict) -> str:
-    parts = [f"{r['volume']} {r['precision']} ({r['windows']} windows) | medswin {r['medswin_time_s']:.1f} s {r['medswin_peak_mem_gb']:.2f} GB"]
+    parts = [
+        f"{r['volume']} {r['precision']} ({r['windows']} windows) | medswin {r['medswin_time_s']:.1f} s {r['medswin_peak_mem_gb']:.2f} GB"
+    ]
     for impl in ("monai_flash", "monai"):
         if f"{impl}_time_s" in r:
-            parts.append(f"{impl} {r[f'{impl}_time_s']:.1f} s {r[f'{impl}_peak_mem_gb']:.2f} GB -> x{r[f'speedup_vs_{impl}']:.2f}, "
-                         f"mem x{r[f'mem_ratio_vs_{impl}']:.2f}, Dice {r[f'agreement_vs_{impl}']['mean_dice']:.4f}")  # fmt: skip
+            parts.append(
+                f"{impl} {r[f'{impl}_time_s']:.1f} s {r[f'{impl}_peak_mem_gb']:.2f} GB -> x{r[f'speedup_vs_{impl}']:.2f}, "
+                f"mem x{r[f'mem_ratio_vs_{impl}']:.2f}, Dice {r[f'agreement_vs_{impl}']['mean_dice']:.4f}"
+            )
     return " | ".join(parts)
 
 

@@ -65,7 +65,11 @@ def worker(name: str, device: str, reps: int) -> dict:
                 torch.cuda.synchronize()
             if i:
                 times.append(time.perf_counter() - t0)
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if dev.type == "cpu" else torch.cuda.max_memory_allocated()) - base
+        peak = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            if dev.type == "cpu"
+            else torch.cuda.max_memory_allocated()
+        ) - base
         row[f"forward_{precision}_s"] = statistics.median(times)
         row[f"peak_{precision}_gb"] = peak / 1e9
     return row
@@ -100,13 +104,26 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
-        print(f"| {name} | {r['params'] / 1e6:.2f}M | {'x'.join(map(str, r['roi']))} | {r['gflops']:.1f} | "
-              f"{r['forward_fp32_s']:.2f} s | {r['forward_bf16_s']:.2f} s | {r['peak_fp32_gb']:.2f} GB | "
-              f"{r['peak_bf16_gb']:.2f} GB |", flush=True)  # fmt: skip
+        print(
+            f"| {name} | {r['params'] / 1e6:.2f}M | {'x'.join(map(str, r['roi']))} | {r['gflops']:.1f} | "
+            f"{r['forward_fp32_s']:.2f} s | {r['forward_bf16_s']:.2f} s | {r['peak_fp32_gb']:.2f} GB | "
+            f"{r['peak_bf16_gb']:.2f} GB |",
+            flush=True,
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"models_table_{args.device}.json"
-    path.write_text(json.dumps({"benchmark": "models_table", "device": args.device, "torch": torch.__version__,
-                                "threads": torch.get_num_threads(), "rows": rows}, indent=2))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "benchmark": "models_table",
+                "device": args.device,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {path}")
     return 0
 

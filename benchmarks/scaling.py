@@ -51,8 +51,15 @@ def memory_worker(a: argparse.Namespace) -> dict:
     spec = get_dataset_spec("btcv")
     torch.manual_seed(0)
     model = create_model("swin_unetr_tiny", in_channels=1, out_channels=spec.out_channels)
-    predictor = Predictor(model, spec, roi_size=(96, 96, 96), overlap=a.overlap, amp=a.amp, device=a.device,
-                          memory_budget_gb=a.memory_budget_gb)  # fmt: skip
+    predictor = Predictor(
+        model,
+        spec,
+        roi_size=(96, 96, 96),
+        overlap=a.overlap,
+        amp=a.amp,
+        device=a.device,
+        memory_budget_gb=a.memory_budget_gb,
+    )
     shape = _bench.parse_shape(a.volume)
     streams = predictor.engine().streams(shape, spec.out_channels)
     t0 = time.perf_counter()
@@ -97,14 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="128,192,256", help="cube sides (or DxHxW), at least 2")
     p.add_argument("--impls", default="medswin", help="medswin and optionally monai_flash / monai")
-    p.add_argument("--precision", default="auto", help="auto (medswin's default: bf16 where native), fp32 or bf16; both sides")
+    p.add_argument(
+        "--precision", default="auto", help="auto (medswin's default: bf16 where native), fp32 or bf16; both sides"
+    )
     p.add_argument("--classes", type=int, default=14)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--memory-check", default="512x512x300", help="volume of the memory-bound run")
     p.add_argument("--no-memory-check", action="store_true")
     p.add_argument("--memory-limit-gb", type=float, default=8.0)
-    p.add_argument("--memory-budget-gb", type=float, default=2.0, help="the predictor's accumulator budget (its default)")
+    p.add_argument(
+        "--memory-budget-gb", type=float, default=2.0, help="the predictor's accumulator budget (its default)"
+    )
     p.add_argument("--overlap", type=float, default=0.5, help="overlap of the memory-bound run")
     p.add_argument("--quick", action="store_true", help="96^3, 144^3, 192^3 and the bound at overlap 0.25")
     p.add_argument("--timeout", type=float, default=3600)
@@ -138,30 +149,77 @@ def main(argv: list[str] | None = None) -> int:
         for shape in sizes:
             vol = "x".join(map(str, shape))
             for impl in impls:
-                args = ["--impl", impl, "--precision", precision, "--volume", vol, "--weights", weights,
-                        "--labels-out", os.path.join(tmp, "labels.npy"), "--classes", str(opts.classes),
-                        "--device", opts.device, "--threads", str(opts.threads)]  # fmt: skip
+                args = [
+                    "--impl",
+                    impl,
+                    "--precision",
+                    precision,
+                    "--volume",
+                    vol,
+                    "--weights",
+                    weights,
+                    "--labels-out",
+                    os.path.join(tmp, "labels.npy"),
+                    "--classes",
+                    str(opts.classes),
+                    "--device",
+                    opts.device,
+                    "--threads",
+                    str(opts.threads),
+                ]
                 r = _bench.run_worker(INFERENCE, args, timeout=opts.timeout)
                 r.update(volume=vol, voxels=shape[0] * shape[1] * shape[2])
                 rows[impl].append(r)
-                print(f"{impl:>11} {vol:>12}: {r['windows']:4d} windows {r['time_s']:8.1f} s  peak +{r['peak_mem_gb']:.2f} GB "
-                      f"({r['peak_mem_gb'] * 1e9 / r['voxels']:.0f} B/voxel)", flush=True)  # fmt: skip
+                print(
+                    f"{impl:>11} {vol:>12}: {r['windows']:4d} windows {r['time_s']:8.1f} s  peak +{r['peak_mem_gb']:.2f} GB "
+                    f"({r['peak_mem_gb'] * 1e9 / r['voxels']:.0f} B/voxel)",
+                    flush=True,
+                )
         fits = {impl: fit(rs) for impl, rs in rows.items()}
         if not opts.no_memory_check:
             shape = _bench.parse_shape(opts.memory_check)
             print(f"memory bound: writing a {'x'.join(map(str, shape))} CT ...", flush=True)
             image = write_ct(Path(tmp) / "ct.nii", shape)
-            args = ["--image", str(image), "--labels-out", os.path.join(tmp, "ct_seg.nii.gz"), "--volume", opts.memory_check,
-                    "--overlap", str(opts.overlap), "--amp", opts.precision, "--device", opts.device, "--threads", str(opts.threads),
-                    "--memory-budget-gb", str(opts.memory_budget_gb)]  # fmt: skip
+            args = [
+                "--image",
+                str(image),
+                "--labels-out",
+                os.path.join(tmp, "ct_seg.nii.gz"),
+                "--volume",
+                opts.memory_check,
+                "--overlap",
+                str(opts.overlap),
+                "--amp",
+                opts.precision,
+                "--device",
+                opts.device,
+                "--threads",
+                str(opts.threads),
+                "--memory-budget-gb",
+                str(opts.memory_budget_gb),
+            ]
             memory = _bench.run_worker(__file__, args, timeout=opts.timeout)
             voxels = shape[0] * shape[1] * shape[2]
-            memory.update(volume=opts.memory_check, overlap=opts.overlap, limit_gb=opts.memory_limit_gb, budget_gb=opts.memory_budget_gb,
-                          passed=memory["peak_rss_gb"] < opts.memory_limit_gb,
-                          monai_output_and_count_gb=(memory["classes"] + 1) * voxels * 4 / 1e9)  # fmt: skip
-    result = {"benchmark": "scaling", **_bench.machine_info(opts.device), "precision": precision,
-              "model": f"SwinUNETR F=12, 1 -> {opts.classes} channels", "roi": [96, 96, 96], "overlap": 0.5,
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": rows, "fits": fits, "memory_bound": memory}  # fmt: skip
+            memory.update(
+                volume=opts.memory_check,
+                overlap=opts.overlap,
+                limit_gb=opts.memory_limit_gb,
+                budget_gb=opts.memory_budget_gb,
+                passed=memory["peak_rss_gb"] < opts.memory_limit_gb,
+                monai_output_and_count_gb=(memory["classes"] + 1) * voxels * 4 / 1e9,
+            )
+    result = {
+        "benchmark": "scaling",
+        **_bench.machine_info(opts.device),
+        "precision": precision,
+        "model": f"SwinUNETR F=12, 1 -> {opts.classes} channels",
+        "roi": [96, 96, 96],
+        "overlap": 0.5,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "rows": rows,
+        "fits": fits,
+        "memory_bound": memory,
+    }
     path = _bench.write_json(result, opts.out or _bench.result_path("scaling", opts.device, opts.quick))
     print("\n" + markdown_table(result))
     print(f"\nwrote {path}")
@@ -180,30 +238,45 @@ def fit(rows: list[dict]) -> dict:
         "time_vs_windows": _bench.fit_power([r["windows"] for r in rows], [r["time_s"] for r in rows]),
         "bytes_per_voxel_at_largest": mem[-1] / vox[-1],
         "bytes_per_voxel_slope": float(np.polyfit(np.asarray(vox, float), np.asarray(mem, float), 1)[0])
-        if len(set(vox)) > 1 else float("nan"),  # fmt: skip
+        if len(set(vox)) > 1
+        else float("nan"),
     }
 
 
 def markdown_table(result: dict) -> str:
     """README tables: time and memory per size, the fitted exponents, the memory bound."""
-    lines = [f"Measured {result['date']} on {result['device_name']} ({result['threads']} threads), torch {result['torch']}, "
-             f"{result['model']}, roi 96^3, overlap 0.5, {result['precision']}.", "",
-             "| implementation | volume | windows | time | peak memory (above baseline) | bytes / voxel |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Measured {result['date']} on {result['device_name']} ({result['threads']} threads), torch {result['torch']}, "
+        f"{result['model']}, roi 96^3, overlap 0.5, {result['precision']}.",
+        "",
+        "| implementation | volume | windows | time | peak memory (above baseline) | bytes / voxel |",
+        "|---|---|---|---|---|---|",
+    ]
     for impl, rows in result["rows"].items():
         for r in rows:
-            lines.append(f"| {impl} | {r['volume']} | {r['windows']} | {r['time_s']:.1f} s | {r['peak_mem_gb']:.2f} GB "
-                         f"| {r['peak_mem_gb'] * 1e9 / r['voxels']:.0f} |")  # fmt: skip
-    lines += ["", "| implementation | time ~ voxels^p | windows ~ voxels^p (layout) | time ~ windows^p (engine) | memory slope (B/voxel) |",
-              "|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {impl} | {r['volume']} | {r['windows']} | {r['time_s']:.1f} s | {r['peak_mem_gb']:.2f} GB "
+                f"| {r['peak_mem_gb'] * 1e9 / r['voxels']:.0f} |"
+            )
+    lines += [
+        "",
+        "| implementation | time ~ voxels^p | windows ~ voxels^p (layout) | time ~ windows^p (engine) | memory slope (B/voxel) |",
+        "|---|---|---|---|---|",
+    ]
     for impl, f in result["fits"].items():
-        lines.append(f"| {impl} | {f['time_vs_voxels']:.2f} | {f['windows_vs_voxels']:.2f} | **{f['time_vs_windows']:.2f}** "
-                     f"| {f['bytes_per_voxel_slope']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {impl} | {f['time_vs_voxels']:.2f} | {f['windows_vs_voxels']:.2f} | **{f['time_vs_windows']:.2f}** "
+            f"| {f['bytes_per_voxel_slope']:.0f} |"
+        )
     m = result.get("memory_bound")
     if m:
-        lines += ["", f"Memory bound: `Predictor.predict_file` on a {m['volume']} int16 CT ({m['classes']} classes, overlap {m['overlap']}, "
-                  f"{m['windows']} windows, {m['precision']}, streaming={m['streaming']}): peak RSS **{m['peak_rss_gb']:.2f} GB** "
-                  f"(limit {m['limit_gb']:.0f} GB: {'met' if m['passed'] else 'NOT met'}) in {m['time_s']:.0f} s; MONAI's inferer "
-                  f"would allocate {m['monai_output_and_count_gb']:.1f} GB for its float32 output and count maps alone."]  # fmt: skip
+        lines += [
+            "",
+            f"Memory bound: `Predictor.predict_file` on a {m['volume']} int16 CT ({m['classes']} classes, overlap {m['overlap']}, "
+            f"{m['windows']} windows, {m['precision']}, streaming={m['streaming']}): peak RSS **{m['peak_rss_gb']:.2f} GB** "
+            f"(limit {m['limit_gb']:.0f} GB: {'met' if m['passed'] else 'NOT met'}) in {m['time_s']:.0f} s; MONAI's inferer "
+            f"would allocate {m['monai_output_and_count_gb']:.1f} GB for its float32 output and count maps alone.",
+        ]
     return "\n".join(lines)
 
 

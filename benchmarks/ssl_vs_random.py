@@ -50,11 +50,13 @@ def write_augmented_copies(image: Path, out: Path, copies: int, seed: int) -> li
     vol = load_volume(image)
     arr = vol.array.astype(np.float32)
     paths = [write_nifti(arr[0], vol.affine, out / "copy00.nii.gz")]
-    augment = Compose([
-        RandAffine(prob=1.0, rotate_range=(0.17, 0.17, 0.17), scale_range=(0.1, 0.1, 0.1), padding_mode="zeros"),
-        RandBiasField(prob=1.0, coeff_range=(0.1, 0.3)),
-        RandAdjustContrast(prob=1.0, gamma=(0.7, 1.5)),
-    ])  # fmt: skip
+    augment = Compose(
+        [
+            RandAffine(prob=1.0, rotate_range=(0.17, 0.17, 0.17), scale_range=(0.1, 0.1, 0.1), padding_mode="zeros"),
+            RandBiasField(prob=1.0, coeff_range=(0.1, 0.3)),
+            RandAdjustContrast(prob=1.0, gamma=(0.7, 1.5)),
+        ]
+    )
     augment.set_random_state(seed=seed)
     for i in range(1, copies + 1):
         aug = np.asarray(augment(torch.from_numpy(arr)))[0]
@@ -79,21 +81,33 @@ def label_slab(data: Path, out: Path, slices: int) -> dict[str, str]:
     return {"case": "label_slab", "image": str(img), "label": str(lab)}
 
 
-def finetune_and_evaluate(name: str, case: dict, data: Path, work: Path, steps: int, seed: int, encoder: Path | None) -> dict:
+def finetune_and_evaluate(
+    name: str, case: dict, data: Path, work: Path, steps: int, seed: int, encoder: Path | None
+) -> dict:
     """Fine-tune with the demo recipe for ``steps`` steps (optionally from ``encoder``), predict and score the test slab."""
     recipe = {**DEMO_RECIPE, "epochs": steps // DEMO_RECIPE["iterations_per_epoch"]}
-    config = TrainConfig.from_dict({
-        **recipe, "dataset": "mni-tissue", "data": str(data), "out": str(work / name), "seed": seed,
-        "encoder_weights": str(encoder) if encoder else None,
-    })  # fmt: skip
+    config = TrainConfig.from_dict(
+        {
+            **recipe,
+            "dataset": "mni-tissue",
+            "data": str(data),
+            "out": str(work / name),
+            "seed": seed,
+            "encoder_weights": str(encoder) if encoder else None,
+        }
+    )
     t0 = time.perf_counter()
     summary = Trainer(config, cases={"train": [case], "val": []}).fit()
     train_s = time.perf_counter() - t0
     predictor = Predictor.from_checkpoint(work / name / "checkpoint_last.pt")
     predictor.predict_file(data / "imagesTs" / "mni_superior.nii.gz", work / name / "pred" / "mni_superior.nii.gz")
     rows = evaluate_pairs(match_cases(work / name / "pred", data / "labelsTs"), predictor.spec)
-    return {"init": name, "steps": summary["steps"], "train_seconds": round(train_s, 1),
-            "summary": summarize(rows, predictor.spec)}  # fmt: skip
+    return {
+        "init": name,
+        "steps": summary["steps"],
+        "train_seconds": round(train_s, 1),
+        "summary": summarize(rows, predictor.spec),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,17 +133,32 @@ def main(argv: list[str] | None = None) -> int:
     case = label_slab(data, ssl_dir / "labelled", args.label_slices)
 
     t0 = time.perf_counter()
-    pretrain = PretrainTrainer(PretrainConfig.from_dict({
-        "model": DEMO_RECIPE["model"], "data": str(ssl_dir / "unlabeled"), "dataset": "mni-tissue",
-        "out": str(ssl_dir / "pretrain"), "tasks": args.tasks.split(","), "roi_size": DEMO_RECIPE["roi_size"],
-        "num_samples": DEMO_RECIPE["num_samples"], "iterations_per_epoch": 10, "epochs": args.pretrain_steps // 10,
-        "lr": args.pretrain_lr, "weight_decay": 0.1, "warmup_epochs": 1, "seed": args.seed,
-    }))  # fmt: skip
+    pretrain = PretrainTrainer(
+        PretrainConfig.from_dict(
+            {
+                "model": DEMO_RECIPE["model"],
+                "data": str(ssl_dir / "unlabeled"),
+                "dataset": "mni-tissue",
+                "out": str(ssl_dir / "pretrain"),
+                "tasks": args.tasks.split(","),
+                "roi_size": DEMO_RECIPE["roi_size"],
+                "num_samples": DEMO_RECIPE["num_samples"],
+                "iterations_per_epoch": 10,
+                "epochs": args.pretrain_steps // 10,
+                "lr": args.pretrain_lr,
+                "weight_decay": 0.1,
+                "warmup_epochs": 1,
+                "seed": args.seed,
+            }
+        )
+    )
     pre = pretrain.fit()
     pretrain_s = time.perf_counter() - t0
     first, last = pretrain.history[0], pretrain.history[-1]
-    print(f"pretraining: {pre['steps']} steps in {pretrain_s:.0f} s; "
-          f"loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}")  # fmt: skip
+    print(
+        f"pretraining: {pre['steps']} steps in {pretrain_s:.0f} s; "
+        f"loss {first['train_loss']:.3f} -> {last['train_loss']:.3f}"
+    )
 
     results = []
     for name, encoder in (("random", None), ("ssl", Path(pre["encoder"]))):
@@ -141,20 +170,29 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| init | CSF Dice | GM Dice | WM Dice | mean Dice |\n|---|---|---|---|---|")
     for r in results:
         d = r["summary"]["per_class"]
-        print(f"| {r['init']} | {d['CSF']['dice']['mean']:.3f} | {d['GM']['dice']['mean']:.3f} | "
-              f"{d['WM']['dice']['mean']:.3f} | {r['summary']['mean_dice']:.3f} |")  # fmt: skip
+        print(
+            f"| {r['init']} | {d['CSF']['dice']['mean']:.3f} | {d['GM']['dice']['mean']:.3f} | "
+            f"{d['WM']['dice']['mean']:.3f} | {r['summary']['mean_dice']:.3f} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "benchmark": "ssl_vs_random", "model": DEMO_RECIPE["model"], "tasks": args.tasks.split(","),
-        "unlabeled_volumes": len(unlabeled), "pretrain_steps": pre["steps"], "pretrain_seconds": round(pretrain_s, 1),
+        "benchmark": "ssl_vs_random",
+        "model": DEMO_RECIPE["model"],
+        "tasks": args.tasks.split(","),
+        "unlabeled_volumes": len(unlabeled),
+        "pretrain_steps": pre["steps"],
+        "pretrain_seconds": round(pretrain_s, 1),
         "pretrain_loss_first_last": [first["train_loss"], last["train_loss"]],
         "pretrain_task_losses_last": {k: v for k, v in last.items() if k.startswith("loss_")},
         "label_budget": f"central {args.label_slices} axial slices of the training slab",
         "finetune_steps": args.finetune_steps,
-        "finetune_recipe": {**DEMO_RECIPE, "epochs": args.finetune_steps // 10}, "seed": args.seed,
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "results": results,
-    }  # fmt: skip
+        "finetune_recipe": {**DEMO_RECIPE, "epochs": args.finetune_steps // 10},
+        "seed": args.seed,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "results": results,
+    }
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(out)

@@ -64,9 +64,11 @@ def worker(args: argparse.Namespace) -> dict:
         model = SwinUNETR.from_monai(state)
     else:
         model = MonaiSwinUNETR(
-            in_channels=IN_CHANNELS, out_channels=OUT_CHANNELS, feature_size=FEATURES[args.preset],
+            in_channels=IN_CHANNELS,
+            out_channels=OUT_CHANNELS,
+            feature_size=FEATURES[args.preset],
             use_flash_attention=args.impl == "monai_flash",
-        )  # fmt: skip
+        )
         model.load_state_dict(state)
     model.to(device)
     x = torch.randn(1, IN_CHANNELS, args.size, args.size, args.size, device=device)
@@ -106,11 +108,31 @@ def worker(args: argparse.Namespace) -> dict:
 
 def run_one(weights: str, impl: str, preset: str, size: int, precision: str, mode: str, opts) -> dict:
     cmd = [
-        sys.executable, __file__, "--worker", "--weights", weights, "--impl", impl, "--preset", preset,
-        "--size", str(size), "--precision", precision, "--mode", mode, "--device", opts.device,
-        "--reps", str(opts.reps), "--warmup", str(opts.warmup),
-    ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        sys.executable,
+        __file__,
+        "--worker",
+        "--weights",
+        weights,
+        "--impl",
+        impl,
+        "--preset",
+        preset,
+        "--size",
+        str(size),
+        "--precision",
+        precision,
+        "--mode",
+        mode,
+        "--device",
+        opts.device,
+        "--reps",
+        str(opts.reps),
+        "--warmup",
+        str(opts.warmup),
+    ]
+    env = dict(
+        os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"worker failed ({impl} {preset} {size} {precision} {mode}):\n{out.stderr[-3000:]}")
@@ -126,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/swin_unetr_vs_monai_<device>.json)")
+    p.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/swin_unetr_vs_monai_<device>.json)"
+    )
     p.add_argument("--table", metavar="JSON", help="only print the markdown table of an earlier result")
     # worker mode
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -155,12 +179,19 @@ def main(argv: list[str] | None = None) -> int:
                     for mode in opts.modes.split(","):
                         impls = ["monai", "monai_flash", "medswin"] if mode == "forward" else ["monai", "medswin"]
                         res = {impl: run_one(weights, impl, preset, size, precision, mode, opts) for impl in impls}
-                        row = {"preset": preset, "size": size, "precision": precision, "mode": mode, **{
-                            f"{impl}_{k}": v for impl, r in res.items() for k, v in r.items() if k != "times_s"}}
+                        row = {
+                            "preset": preset,
+                            "size": size,
+                            "precision": precision,
+                            "mode": mode,
+                            **{f"{impl}_{k}": v for impl, r in res.items() for k, v in r.items() if k != "times_s"},
+                        }
                         baseline = "monai_flash" if mode == "forward" else "monai"
                         row["speedup_vs_monai"] = res["monai"]["time_s"] / res["medswin"]["time_s"]
                         row[f"speedup_vs_{baseline}"] = res[baseline]["time_s"] / res["medswin"]["time_s"]
-                        row["mem_ratio_vs_monai"] = res["medswin"]["peak_mem_gb"] / max(res["monai"]["peak_mem_gb"], 1e-9)
+                        row["mem_ratio_vs_monai"] = res["medswin"]["peak_mem_gb"] / max(
+                            res["monai"]["peak_mem_gb"], 1e-9
+                        )
                         rows.append(row)
                         print(_format_row(row), flush=True)
     device_name = torch.cuda.get_device_name() if opts.device == "cuda" else cpu_name()

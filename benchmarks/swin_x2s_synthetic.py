@@ -41,10 +41,17 @@ from medswin.training import TrainConfig, Trainer  # noqa: E402
 
 LABELS = {"background": 0, "L1": 1, "L2": 2, "L3": 3, "L4": 4}
 CT_SPEC = {
-    "description": "synthetic spine CT phantoms", "channel_names": ["CT"], "labels": LABELS, "file_ending": ".nii.gz",
-    "layout": "decathlon", "target_spacing": [2, 2, 2], "normalization": {"type": "ct", "a_min": -1000, "a_max": 1000},
-    "roi_size": [64, 64, 64], "licence": "synthetic", "source": "medswin.data.synthetic.make_spine_phantom",
-}  # fmt: skip
+    "description": "synthetic spine CT phantoms",
+    "channel_names": ["CT"],
+    "labels": LABELS,
+    "file_ending": ".nii.gz",
+    "layout": "decathlon",
+    "target_spacing": [2, 2, 2],
+    "normalization": {"type": "ct", "a_min": -1000, "a_max": 1000},
+    "roi_size": [64, 64, 64],
+    "licence": "synthetic",
+    "source": "medswin.data.synthetic.make_spine_phantom",
+}
 
 
 def build(work: Path, n_train: int, n_test: int, size: int) -> tuple[Path, Path, Path]:
@@ -52,8 +59,13 @@ def build(work: Path, n_train: int, n_test: int, size: int) -> tuple[Path, Path,
     spec = parse_spec("spine-ct", CT_SPEC)
     dirs = []
     for split, seeds in (("train", range(n_train)), ("test", range(1000, 1000 + n_test))):
-        ct_root = write_synthetic_dataset(work / f"ct_{split}", "decathlon", [make_spine_phantom((48, 48, 64), seed=s) for s in seeds],
-                                          channel_names=["CT"], labels=LABELS)  # fmt: skip
+        ct_root = write_synthetic_dataset(
+            work / f"ct_{split}",
+            "decathlon",
+            [make_spine_phantom((48, 48, 64), seed=s) for s in seeds],
+            channel_names=["CT"],
+            labels=LABELS,
+        )
         dirs.append(prepare_biplanar(ct_root, work / f"x2s_{split}", spec, size, size, name="spine-x2s"))
     return dirs[0], dirs[1], dirs[0] / "datasets.yaml"
 
@@ -86,11 +98,22 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     train_dir, test_dir, spec_file = build(work, args.train_cases, args.test_cases, 64)
     spec = load_dataset_specs([spec_file])["spine-x2s"]
-    config = TrainConfig.from_dict({
-        "model": "swin_x2s_tiny", "dataset": "spine-x2s", "data": str(train_dir), "out": str(work / "run"),
-        "datasets_files": [str(spec_file)], "epochs": max(1, args.steps // 10), "iterations_per_epoch": 10,
-        "batch_size": args.batch_size, "lr": args.lr, "val_every": 0, "val_cases": [], "seed": 0,
-    })  # fmt: skip
+    config = TrainConfig.from_dict(
+        {
+            "model": "swin_x2s_tiny",
+            "dataset": "spine-x2s",
+            "data": str(train_dir),
+            "out": str(work / "run"),
+            "datasets_files": [str(spec_file)],
+            "epochs": max(1, args.steps // 10),
+            "iterations_per_epoch": 10,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "val_every": 0,
+            "val_cases": [],
+            "seed": 0,
+        }
+    )
     t0 = time.perf_counter()
     summary = Trainer(config, spec=spec).fit()
     train_s = time.perf_counter() - t0
@@ -98,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((test_dir / "dataset.json").read_text())
     pred_dir = work / "pred"
     for item in meta["training"]:
-        predictor.predict_file(test_dir / item["image_coronal"], test_dir / item["image_sagittal"], pred_dir / f"{item['case']}.nii.gz")
+        predictor.predict_file(
+            test_dir / item["image_coronal"], test_dir / item["image_sagittal"], pred_dir / f"{item['case']}.nii.gz"
+        )
     rows = evaluate_pairs(match_cases(pred_dir, test_dir / "labelsTr"), spec)
     result = summarize(rows, spec)
     table = markdown_table(result, centroids=True)
@@ -109,14 +134,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nany-vertebra (foreground) Dice: {statistics.mean(bone):.4f} +- {statistics.pstdev(bone):.4f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "swin_x2s_synthetic", "data": "synthetic spine phantoms (make_spine_phantom), 64x64 parallel DRRs",
-        "train_cases": args.train_cases, "test_cases": args.test_cases, "steps": summary["steps"],
-        "batch_size": args.batch_size, "lr": args.lr, "train_seconds": round(train_s, 1),
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "summary": result,
-        "augmentation": "left-right flips and z shifts (no head-foot flips)",
-        "foreground_dice": {"mean": round(statistics.mean(bone), 4), "std": round(statistics.pstdev(bone), 4), "per_case": [round(b, 4) for b in bone]},
-    }, indent=2))  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "swin_x2s_synthetic",
+                "data": "synthetic spine phantoms (make_spine_phantom), 64x64 parallel DRRs",
+                "train_cases": args.train_cases,
+                "test_cases": args.test_cases,
+                "steps": summary["steps"],
+                "batch_size": args.batch_size,
+                "lr": args.lr,
+                "train_seconds": round(train_s, 1),
+                "cpu": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+                "summary": result,
+                "augmentation": "left-right flips and z shifts (no head-foot flips)",
+                "foreground_dice": {
+                    "mean": round(statistics.mean(bone), 4),
+                    "std": round(statistics.pstdev(bone), 4),
+                    "per_case": [round(b, 4) for b in bone],
+                },
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out}")
     return 0
 

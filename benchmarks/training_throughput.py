@@ -89,8 +89,13 @@ def worker(a: argparse.Namespace) -> dict:
         losses.append(step())
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
-    out = {"step_s": statistics.median(times), "steps_per_s": 1.0 / statistics.median(times), "times_s": times,
-           "first_loss": losses[0], "peak_mem_gb": (_bench.peak_rss_bytes() - base) / 1e9}  # fmt: skip
+    out = {
+        "step_s": statistics.median(times),
+        "steps_per_s": 1.0 / statistics.median(times),
+        "times_s": times,
+        "first_loss": losses[0],
+        "peak_mem_gb": (_bench.peak_rss_bytes() - base) / 1e9,
+    }
     if device.type == "cuda":
         out["peak_mem_gb"] = (torch.cuda.max_memory_allocated() - base_cuda) / 1e9
     return out
@@ -146,9 +151,30 @@ def main(argv: list[str] | None = None) -> int:
                 for ckpt in opts.ckpts.split(","):
                     row: dict = {"model": name, "roi": roi, "amp": amp, "checkpointing": ckpt}
                     for impl in ("medswin", "monai") if has_monai else ("medswin",):
-                        args = ["--impl", impl, "--model", name, "--roi", roi, "--batch", str(opts.batch), "--amp", amp,
-                                "--ckpt", ckpt, "--device", opts.device, "--threads", str(opts.threads),
-                                "--warmup", str(opts.warmup), "--steps", str(opts.steps), "--weights", weights]  # fmt: skip
+                        args = [
+                            "--impl",
+                            impl,
+                            "--model",
+                            name,
+                            "--roi",
+                            roi,
+                            "--batch",
+                            str(opts.batch),
+                            "--amp",
+                            amp,
+                            "--ckpt",
+                            ckpt,
+                            "--device",
+                            opts.device,
+                            "--threads",
+                            str(opts.threads),
+                            "--warmup",
+                            str(opts.warmup),
+                            "--steps",
+                            str(opts.steps),
+                            "--weights",
+                            weights,
+                        ]
                         r = _bench.run_worker(__file__, args, timeout=opts.timeout)
                         row.update({f"{impl}_{k}": v for k, v in r.items() if k != "times_s"})
                     if has_monai:
@@ -156,9 +182,16 @@ def main(argv: list[str] | None = None) -> int:
                         row["mem_ratio_vs_monai"] = row["medswin_peak_mem_gb"] / max(row["monai_peak_mem_gb"], 1e-9)
                     rows.append(row)
                     print(_format_row(row), flush=True)
-    result = {"benchmark": "training_throughput", **_bench.machine_info(opts.device), "batch": opts.batch,
-              "classes": CLASSES, "steps": opts.steps, "warmup": opts.warmup,
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "rows": rows}  # fmt: skip
+    result = {
+        "benchmark": "training_throughput",
+        **_bench.machine_info(opts.device),
+        "batch": opts.batch,
+        "classes": CLASSES,
+        "steps": opts.steps,
+        "warmup": opts.warmup,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "rows": rows,
+    }
     path = _bench.write_json(result, opts.out or _bench.result_path("training_throughput", opts.device, opts.quick))
     print("\n" + markdown_table(result))
     print(f"\nwrote {path}")
@@ -167,27 +200,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown_table(result: dict) -> str:
     """README table of a result JSON."""
-    lines = [f"Measured {result['date']} on {result['device_name']} ({result['threads']} threads), torch {result['torch']}, "
-             f"MONAI {result['monai']}; batch {result['batch']}, {result['classes']} classes, median of {result['steps']} steps.", "",
-             "| model | patch | AMP | checkpointing | medswin steps/s | MONAI steps/s | speed-up | peak memory medswin / MONAI |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Measured {result['date']} on {result['device_name']} ({result['threads']} threads), torch {result['torch']}, "
+        f"MONAI {result['monai']}; batch {result['batch']}, {result['classes']} classes, median of {result['steps']} steps.",
+        "",
+        "| model | patch | AMP | checkpointing | medswin steps/s | MONAI steps/s | speed-up | peak memory medswin / MONAI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         if "monai_steps_per_s" in r:
             monai, speedup = f"{r['monai_steps_per_s']:.3f}", f"**{r['speedup_vs_monai']:.2f}x**"
             mem = f"{r['medswin_peak_mem_gb']:.2f} / {r['monai_peak_mem_gb']:.2f} GB ({r['mem_ratio_vs_monai']:.2f}x)"
         else:
             monai, speedup, mem = "-", "-", f"{r['medswin_peak_mem_gb']:.2f} GB"
-        lines.append(f"| {r['model']} | {r['roi']} | {r['amp']} | {r['checkpointing']} | {r['medswin_steps_per_s']:.3f} "
-                     f"| {monai} | {speedup} | {mem} |")  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['roi']} | {r['amp']} | {r['checkpointing']} | {r['medswin_steps_per_s']:.3f} "
+            f"| {monai} | {speedup} | {mem} |"
+        )
     return "\n".join(lines)
 
 
 def _format_row(r: dict) -> str:
-    text = (f"{r['model']:>20} {r['roi']:>10} {r['amp']} ckpt {r['checkpointing']:>3} | medswin {r['medswin_step_s']:6.2f} s/step "
-            f"{r['medswin_peak_mem_gb']:.2f} GB")  # fmt: skip
+    text = (
+        f"{r['model']:>20} {r['roi']:>10} {r['amp']} ckpt {r['checkpointing']:>3} | medswin {r['medswin_step_s']:6.2f} s/step "
+        f"{r['medswin_peak_mem_gb']:.2f} GB"
+    )
     if "monai_step_s" in r:
-        text += (f" | MONAI {r['monai_step_s']:6.2f} s/step {r['monai_peak_mem_gb']:.2f} GB | x{r['speedup_vs_monai']:.2f}, "
-                 f"mem x{r['mem_ratio_vs_monai']:.2f}")  # fmt: skip
+        text += (
+            f" | MONAI {r['monai_step_s']:6.2f} s/step {r['monai_peak_mem_gb']:.2f} GB | x{r['speedup_vs_monai']:.2f}, "
+            f"mem x{r['mem_ratio_vs_monai']:.2f}"
+        )
     return text
 
 

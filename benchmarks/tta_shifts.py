@@ -81,8 +81,13 @@ def build_predictor(method: str, checkpoint: Path, args: argparse.Namespace) -> 
         adapter = Tent(predictor.model, steps=args.tent_steps, lr=args.tent_lr, max_patches=args.tent_patches)
         predictor.attach_adapter(adapter)
     elif method == "etta":
-        adapter = Etta(predictor.model, steps=args.etta_steps, lr=args.etta_lr, entropy_filter=args.etta_filter,
-                       optimizer=args.etta_optimizer)  # fmt: skip
+        adapter = Etta(
+            predictor.model,
+            steps=args.etta_steps,
+            lr=args.etta_lr,
+            entropy_filter=args.etta_filter,
+            optimizer=args.etta_optimizer,
+        )
         predictor.attach_adapter(adapter)
     return predictor
 
@@ -115,18 +120,28 @@ def main(argv: list[str] | None = None) -> int:
         build_mni_tissue(work / "data")
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
-        raise SystemExit(f"{checkpoint}: no trained demo checkpoint "
-                         "(run benchmarks/demo_vs_monai_unet.py --models medswin)")
+        raise SystemExit(
+            f"{checkpoint}: no trained demo checkpoint (run benchmarks/demo_vs_monai_unet.py --models medswin)"
+        )
     image = load_volume(data / "imagesTs" / "mni_superior.nii.gz")
     gt = load_volume(data / "labelsTs" / "mni_superior.nii.gz")
     predictors = {m: build_predictor(m, checkpoint, args) for m in methods}
     classes = {k: v for k, v in predictors[methods[0]].spec.labels.items() if v != 0}
 
-    settings = {"tent": {"steps": args.tent_steps, "lr": args.tent_lr, "optimizer": "adam",
-                         "max_patches": args.tent_patches},
-                "etta": {"steps": args.etta_steps, "lr": args.etta_lr, "optimizer": args.etta_optimizer, "momentum": 0.9,
-                         "entropy_filter": args.etta_filter, "max_patches": None},
-                "episodic": True, "amp": args.amp, "seed": args.seed}  # fmt: skip
+    settings = {
+        "tent": {"steps": args.tent_steps, "lr": args.tent_lr, "optimizer": "adam", "max_patches": args.tent_patches},
+        "etta": {
+            "steps": args.etta_steps,
+            "lr": args.etta_lr,
+            "optimizer": args.etta_optimizer,
+            "momentum": 0.9,
+            "entropy_filter": args.etta_filter,
+            "max_patches": None,
+        },
+        "episodic": True,
+        "amp": args.amp,
+        "seed": args.seed,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.is_file() else {}
@@ -142,18 +157,29 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - t0
             metrics = case_metrics(pred.labels, gt.array[0], gt.spacing, classes=classes)
             dice = {name: round(float(m["dice"]), 4) for name, m in metrics.items()}
-            entry = {"mean_dice": round(float(np.mean(list(dice.values()))), 4), "dice": dice,
-                     "hd95": {name: round(float(m["hd95"]), 2) for name, m in metrics.items()},
-                     "seconds": round(seconds, 1)}  # fmt: skip
+            entry = {
+                "mean_dice": round(float(np.mean(list(dice.values()))), 4),
+                "dice": dice,
+                "hd95": {name: round(float(m["hd95"]), 2) for name, m in metrics.items()},
+                "seconds": round(seconds, 1),
+            }
             adapter = predictors[method].adapter
             if adapter is not None:
                 entry["adaptation_losses"] = [round(v, 4) for v in adapter.last_report.losses]
             results[shift][method] = entry
-            print(f"{shift:>11} {method:>6}: mean Dice {entry['mean_dice']:.4f} "
-                  f"({', '.join(f'{k} {v:.3f}' for k, v in dice.items())}) in {seconds:.0f} s", flush=True)  # fmt: skip
-        record = {"benchmark": "tta_shifts", "checkpoint": str(checkpoint), "settings": settings,
-                  "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                  "results": results}  # fmt: skip
+            print(
+                f"{shift:>11} {method:>6}: mean Dice {entry['mean_dice']:.4f} "
+                f"({', '.join(f'{k} {v:.3f}' for k, v in dice.items())}) in {seconds:.0f} s",
+                flush=True,
+            )
+        record = {
+            "benchmark": "tta_shifts",
+            "checkpoint": str(checkpoint),
+            "settings": settings,
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "results": results,
+        }
         out.write_text(json.dumps(record, indent=2))  # rewritten after each shift
 
     columns = [m for m in METHODS if any(m in r for r in results.values())]

@@ -45,7 +45,11 @@ def setup(prefix: str, stdlib: tuple[str, ...] = (), third_party: tuple[str, ...
     import lines), INFO logging and ``work``, a fresh temporary folder for everything the notebook writes."""
     stdlib_lines = sorted({"import logging", "import tempfile", "import time", "import warnings", *stdlib})
     stdlib_lines.append("from pathlib import Path")
-    froms = {"from IPython.display import Image, Markdown, display", "from matplotlib.figure import Figure", *third_party}
+    froms = {
+        "from IPython.display import Image, Markdown, display",
+        "from matplotlib.figure import Figure",
+        *third_party,
+    }
     third_lines = ["import numpy as np", "import torch", *sorted(froms, key=str.lower)]
     imports = "\n".join(stdlib_lines) + "\n\n" + "\n".join(third_lines)
     return code(
@@ -670,7 +674,10 @@ PRETRAIN_THEN_FINETUNE: list[Cell] = [
         the longer `benchmarks/ssl_vs_random.py` run, whatever it found).
         """
     ),
-    setup("medswin_ssl_", third_party=("from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandBiasField",)),
+    setup(
+        "medswin_ssl_",
+        third_party=("from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandBiasField",),
+    ),
     md(
         """
         ## 1. Unlabeled volumes
@@ -977,7 +984,11 @@ BUNDLES: list[Cell] = [
         (its config says 35 epochs): the Dice below is that of a barely trained model.
         """
     ),
-    setup("medswin_bundles_", stdlib=("import csv", "import json"), third_party=("from matplotlib.colors import ListedColormap",)),
+    setup(
+        "medswin_bundles_",
+        stdlib=("import csv", "import json"),
+        third_party=("from matplotlib.colors import ListedColormap",),
+    ),
     code(
         """
         from medswin.bundle import list_bundles, resolve_bundle
@@ -1121,7 +1132,9 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Write (or with ``--check`` compare) every notebook; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare the stored notebooks with this file; write nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="compare the stored notebooks with this file; write nothing"
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: this folder)")
     args = parser.parse_args(argv)
     stale = []

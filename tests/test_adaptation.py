@@ -21,8 +21,9 @@ from medswin.data.synthetic import make_phantom
 from medswin.inference import Predictor, predict_logits
 from medswin.models import create_model, list_models
 
-TINY_3D = [n for n in list_models("*_tiny")
-           if not getattr(create_model(n, in_channels=1, out_channels=2), "biplanar", False)]  # fmt: skip
+TINY_3D = [
+    n for n in list_models("*_tiny") if not getattr(create_model(n, in_channels=1, out_channels=2), "biplanar", False)
+]
 ROI = (64, 32, 32)
 
 
@@ -75,8 +76,11 @@ def test_default_parameters_are_the_encoder_norm_affines(name):
     model = _model(name)
     chosen = dict(select_parameters(model))
     norm_types = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm3d)
-    norms = [(f"encoder.{n}" if n else "encoder", m) for n, m in model.encoder.named_modules()
-             if isinstance(m, norm_types) and getattr(m, "weight", None) is not None]  # fmt: skip
+    norms = [
+        (f"encoder.{n}" if n else "encoder", m)
+        for n, m in model.encoder.named_modules()
+        if isinstance(m, norm_types) and getattr(m, "weight", None) is not None
+    ]
     expected = {f"{n}.{a}" for n, m in norms for a in ("weight", "bias") if getattr(m, a, None) is not None}
     assert len(norms) > 0 and set(chosen) == expected
     params = dict(model.named_parameters())
@@ -317,15 +321,43 @@ def test_cli_predict_and_adapt(capsys, tmp_path, synth_dataset):
     for i in range(2):  # small CT phantoms on the spec's grid: one 64x32x32 window each (padded)
         ph = make_phantom((40, 30, 20), num_classes=3, modality="ct", spacing=(1.5, 1.5, 2.0), seed=10 + i)
         write_nifti(ph.image[0], ph.affine, cases / f"case_{i}.nii.gz")
-    common = ["--model", "swin_unetr_tiny", "--dataset", "synth-ct", "--datasets", str(spec_file),
-              "--roi", *map(str, ROI), "--amp", "fp32"]  # fmt: skip
+    common = [
+        "--model",
+        "swin_unetr_tiny",
+        "--dataset",
+        "synth-ct",
+        "--datasets",
+        str(spec_file),
+        "--roi",
+        *map(str, ROI),
+        "--amp",
+        "fp32",
+    ]
     out = tmp_path / "seg.nii.gz"
     assert main(["predict", "-i", str(cases / "case_0.nii.gz"), "-o", str(out), "--adapt", "tent", *common]) == 0
     seg = load_volume(out)
     assert seg.spatial_shape == (40, 30, 20) and set(np.unique(seg.array)) <= {0, 1, 2}
 
-    assert main(["adapt", "-i", str(cases), "-o", str(tmp_path / "adapted"), "--method", "etta", "--adapt-steps", "1",
-                 "--entropy-filter", "0.99", "--continual", *common]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "adapt",
+                "-i",
+                str(cases),
+                "-o",
+                str(tmp_path / "adapted"),
+                "--method",
+                "etta",
+                "--adapt-steps",
+                "1",
+                "--entropy-filter",
+                "0.99",
+                "--continual",
+                *common,
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "adapted" / "adaptation.json").read_text())
     assert [c["case"] for c in report["cases"]] == ["case_0", "case_1"]
     assert report["settings"]["episodic"] is False and report["settings"]["entropy_filter"] == 0.99

@@ -36,12 +36,16 @@ def brute_force(x, attn: WindowAttention3D, window, shift):
     if attn.version == "v1":
         qkv = attn.qkv(xr)
     else:
-        qkv = torch.nn.functional.linear(xr, attn.qkv.weight, torch.cat([attn.q_bias, torch.zeros_like(attn.q_bias), attn.v_bias]))
+        qkv = torch.nn.functional.linear(
+            xr, attn.qkv.weight, torch.cat([attn.q_bias, torch.zeros_like(attn.q_bias), attn.v_bias])
+        )
     q, k, v = qkv.reshape(b, *padded, 3, h, d).unbind(-3)
     out = torch.zeros_like(xr)
     cfg = attn.window_size
     for wid in itertools.product(*[range(p // w) for p, w in zip(padded, win)]):
-        pos = [tuple(wi * w + o for wi, w, o in zip(wid, win, off)) for off in itertools.product(*[range(w) for w in win])]
+        pos = [
+            tuple(wi * w + o for wi, w, o in zip(wid, win, off)) for off in itertools.product(*[range(w) for w in win])
+        ]
         n = len(pos)
         sel = [(slice(None), *p) for p in pos]
         qw = torch.stack([q[s] for s in sel], 1)  # (b, n, h, d)

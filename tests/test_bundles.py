@@ -365,8 +365,17 @@ def test_mni_bundle_predicts_the_real_demo_data_and_exports_with_plain_monai(tmp
     torch.save(net.state_dict(), _mkdir(run_root / "models") / "model.pt")
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     monai_cli = [sys.executable, "-m", "monai.bundle"]
-    infer = ["run", "--config_file", str(configs / "inference.json"), "--bundle_root", str(run_root),
-             "--dataset_dir", str(data), "--num_workers", "0"]  # fmt: skip
+    infer = [
+        "run",
+        "--config_file",
+        str(configs / "inference.json"),
+        "--bundle_root",
+        str(run_root),
+        "--dataset_dir",
+        str(data),
+        "--num_workers",
+        "0",
+    ]
     proc = subprocess.run(monai_cli + infer, check=False, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     source = data / "imagesTs" / "mni_superior.nii.gz"
@@ -381,9 +390,15 @@ def test_mni_bundle_predicts_the_real_demo_data_and_exports_with_plain_monai(tmp
     from monai.bundle import ckpt_export
 
     ts = run_root / "models" / "model.ts"
-    ckpt_export(net_id="network_export", filepath=str(ts), ckpt_file=str(ts.with_suffix(".pt")),
-                meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"), use_trace=True,
-                input_shape=[1, 1, 64, 64, 32])  # fmt: skip
+    ckpt_export(
+        net_id="network_export",
+        filepath=str(ts),
+        ckpt_file=str(ts.with_suffix(".pt")),
+        meta_file=str(configs / "metadata.json"),
+        config_file=str(configs / "inference.json"),
+        use_trace=True,
+        input_shape=[1, 1, 64, 64, 32],
+    )
     x = torch.rand(1, 1, 64, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(ts))(x), net(x), rtol=1e-4, atol=1e-4)

@@ -40,10 +40,31 @@ def test_train_errors(capsys, tmp_path):
 
 
 def test_predict_and_evaluate_errors(capsys, tmp_path):
-    assert main(["predict", "-i", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o"), "--model", "swin_unetr_tiny"]) == 2
+    assert (
+        main(["predict", "-i", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o"), "--model", "swin_unetr_tiny"])
+        == 2
+    )
     assert "give a checkpoint, or a model name with --dataset" in capsys.readouterr().err
-    assert main(["predict", "-i", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o"), "--model", "swin_unetr_tiny",
-                 "--dataset", "btcv", "--roi", "96", "96", "96"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "-i",
+                str(tmp_path / "x.nii.gz"),
+                "-o",
+                str(tmp_path / "o"),
+                "--model",
+                "swin_unetr_tiny",
+                "--dataset",
+                "btcv",
+                "--roi",
+                "96",
+                "96",
+                "96",
+            ]
+        )
+        == 2
+    )
     assert "x.nii.gz: input not found" in capsys.readouterr().err
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()
@@ -60,8 +81,27 @@ def test_verbose_shows_the_traceback(tmp_path):
 def test_train_predict_evaluate_round_trip(capsys, tmp_path, synth_dataset):
     data, spec_file = synth_dataset
     run = tmp_path / "run"
-    args = ["train", "--dataset", "synth-ct", "--data", str(data), "--datasets", str(spec_file), "--out", str(run),
-            "--epochs", "1", "--iterations-per-epoch", "2", "--num-samples", "1", "--amp", "fp32", "--folds", "1"]  # fmt: skip
+    args = [
+        "train",
+        "--dataset",
+        "synth-ct",
+        "--data",
+        str(data),
+        "--datasets",
+        str(spec_file),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--iterations-per-epoch",
+        "2",
+        "--num-samples",
+        "1",
+        "--amp",
+        "fp32",
+        "--folds",
+        "1",
+    ]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2
     ckpt = run / "checkpoint_last.pt"
@@ -74,13 +114,47 @@ def test_train_predict_evaluate_round_trip(capsys, tmp_path, synth_dataset):
     assert seg.spatial_shape == image.spatial_shape and np.allclose(seg.affine, image.affine)
     # one file in, one file out, with mirroring and post-processing
     single = tmp_path / "single.nii.gz"
-    assert main(["predict", "-i", str(data / "imagesTr" / "case_001.nii.gz"), "-o", str(single), "--model", str(ckpt),
-                 "--mirror", "--largest-component", "--amp", "fp32"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "-i",
+                str(data / "imagesTr" / "case_001.nii.gz"),
+                "-o",
+                str(single),
+                "--model",
+                str(ckpt),
+                "--mirror",
+                "--largest-component",
+                "--amp",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     assert single.is_file()
     capsys.readouterr()
     out = tmp_path / "report"
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(data / "labelsTr"), "--dataset", "synth-ct",
-                 "--datasets", str(spec_file), "--out", str(out), "--images", str(data / "imagesTr")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--gt",
+                str(data / "labelsTr"),
+                "--dataset",
+                "synth-ct",
+                "--datasets",
+                str(spec_file),
+                "--out",
+                str(out),
+                "--images",
+                str(data / "imagesTr"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| organ |" in printed and "| lesion |" in printed and "**mean**" in printed
     for name in ("per_case.csv", "summary.json", "summary.md", "boxplot_dice.png", "overlay_best.png"):

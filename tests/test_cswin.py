@@ -197,9 +197,12 @@ def test_encoder_features_match_swin_unetr_shapes():
 
 def test_anisotropic_strides():
     model = create_model(
-        "cswin_unet_tiny", in_channels=1, out_channels=2, stem_stride=(1, 2, 2),
+        "cswin_unet_tiny",
+        in_channels=1,
+        out_channels=2,
+        stem_stride=(1, 2, 2),
         merge_strides=[(1, 2, 2), (1, 2, 2), 2, 2],
-    ).eval()  # fmt: skip
+    ).eval()
     assert model.size_divisor == (4, 32, 32)
     assert model.encoder.reductions == [(1, 2, 2), (1, 4, 4), (1, 8, 8), (2, 16, 16), (4, 32, 32)]
     assert tuple(model.decoder.up_blocks[4].transp_conv.weight.shape[2:]) == (1, 2, 2)

@@ -103,12 +103,18 @@ def test_kfold_split_is_seeded_disjoint_and_complete():
 def _spec_file(tmp_path, name="synth-ct", labels=None):
     spec = {
         name: {
-            "description": "synthetic CT", "channel_names": ["CT"],
-            "labels": labels or {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz", "layout": "decathlon",
-            "target_spacing": [1.5, 1.5, 2.0], "normalization": {"type": "ct", "a_min": -175, "a_max": 250},
-            "roi_size": [32, 32, 32], "licence": "synthetic", "source": "medswin tests",
+            "description": "synthetic CT",
+            "channel_names": ["CT"],
+            "labels": labels or {"background": 0, "a": 1, "b": 2},
+            "file_ending": ".nii.gz",
+            "layout": "decathlon",
+            "target_spacing": [1.5, 1.5, 2.0],
+            "normalization": {"type": "ct", "a_min": -175, "a_max": 250},
+            "roi_size": [32, 32, 32],
+            "licence": "synthetic",
+            "source": "medswin tests",
         }
-    }  # fmt: skip
+    }
     path = tmp_path / "datasets.yaml"
     path.write_text(json.dumps(spec))
     return path

@@ -17,9 +17,15 @@ from medswin.data.spec import get_dataset_spec
 
 # documented in README "Datasets" (deterministic: derived from the template files)
 EXPECTED = {
-    "1mm": {"training": ([197, 233, 114], [3688709, 124516, 901872, 517617]), "test": ([197, 233, 75], [3100041, 35598, 189016, 117920])},
-    "2mm": {"training": ([99, 117, 57], [468167, 15174, 113572, 63318]), "test": ([99, 117, 38], [396351, 4063, 24604, 15136])},
-}  # fmt: skip
+    "1mm": {
+        "training": ([197, 233, 114], [3688709, 124516, 901872, 517617]),
+        "test": ([197, 233, 75], [3100041, 35598, 189016, 117920]),
+    },
+    "2mm": {
+        "training": ([99, 117, 57], [468167, 15174, 113572, 63318]),
+        "test": ([99, 117, 38], [396351, 4063, 24604, 15136]),
+    },
+}
 
 
 @pytest.fixture(scope="module")

@@ -245,7 +245,10 @@ def _edit(path: Path, fn):
 
 def test_two_series_in_a_folder_are_listed(series):
     for name in ("slice09.dcm", "slice10.dcm"):
-        _edit(series / name, lambda ds: (setattr(ds, "SeriesInstanceUID", "1.2.3.4"), setattr(ds, "SeriesDescription", "scout")))
+        _edit(
+            series / name,
+            lambda ds: (setattr(ds, "SeriesInstanceUID", "1.2.3.4"), setattr(ds, "SeriesDescription", "scout")),
+        )
     with pytest.raises(DataError) as err:
         load_volume(series)
     _expect(err, series, "contains 2 DICOM series")

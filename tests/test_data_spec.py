@@ -8,10 +8,17 @@ import yaml
 from medswin.data.spec import DatasetSpecError, get_dataset_spec, load_dataset_specs, parse_spec
 
 BASE = {
-    "description": "d", "channel_names": ["CT"], "labels": {"background": 0, "organ": 1}, "file_ending": ".nii.gz",
-    "layout": "flat", "target_spacing": [1, 1, 2], "normalization": {"type": "ct", "a_min": -100, "a_max": 200},
-    "roi_size": [64, 64, 64], "licence": "CC0", "source": "here",
-}  # fmt: skip
+    "description": "d",
+    "channel_names": ["CT"],
+    "labels": {"background": 0, "organ": 1},
+    "file_ending": ".nii.gz",
+    "layout": "flat",
+    "target_spacing": [1, 1, 2],
+    "normalization": {"type": "ct", "a_min": -100, "a_max": 200},
+    "roi_size": [64, 64, 64],
+    "licence": "CC0",
+    "source": "here",
+}
 
 
 def test_builtin_registry_has_the_documented_entries():

@@ -77,5 +77,7 @@ def test_training_patches_hit_foreground(tmp_path):
     img = write_nifti(ph.image[0], ph.affine, tmp_path / "i.nii.gz")
     lab = write_nifti(ph.label, ph.affine, tmp_path / "l.nii.gz")
     spec = get_dataset_spec("btcv")
-    samples = train_transforms(spec, roi_size=(32, 32, 32), num_samples=4, pos=1, neg=0)({"image": str(img), "label": str(lab)})
+    samples = train_transforms(spec, roi_size=(32, 32, 32), num_samples=4, pos=1, neg=0)(
+        {"image": str(img), "label": str(lab)}
+    )
     assert all(float((s["label"] > 0).sum()) > 0 for s in samples)  # pos=1, neg=0: every patch centred on foreground

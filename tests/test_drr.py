@@ -93,8 +93,10 @@ def test_views_follow_the_documented_orientation():
     base = (_coords() ** 2).sum(-1) <= 36
     moved_x = (((_coords() - np.array([8, 0, 0])) ** 2).sum(-1)) <= 36
     moved_y = (((_coords() - np.array([0, 8, 0])) ** 2).sum(-1)) <= 36
-    com = {name: {v: _centre_of_mass(project(_volume(m), geom, v).numpy()) for v in ("coronal", "sagittal")}
-           for name, m in (("base", base), ("x", moved_x), ("y", moved_y))}  # fmt: skip
+    com = {
+        name: {v: _centre_of_mass(project(_volume(m), geom, v).numpy()) for v in ("coronal", "sagittal")}
+        for name, m in (("base", base), ("x", moved_x), ("y", moved_y))
+    }
     # +x: the coronal view's lateral axis (H) moves by 8 pixels; the sagittal view (rays along x) does not change
     assert com["x"]["coronal"] - com["base"]["coronal"] == pytest.approx([8, 0], abs=0.2)
     assert com["x"]["sagittal"] == pytest.approx(com["base"]["sagittal"], abs=0.2)
@@ -153,7 +155,10 @@ def test_drr_cli(tmp_path, capsys):
     vol = _volume(sphere, 400.0)
     ct = write_nifti(vol.array[0], vol.affine, tmp_path / "ct.nii.gz")
     lab = write_nifti(sphere.astype(np.uint8), vol.affine, tmp_path / "lab.nii.gz")
-    assert main(["data", "drr", str(ct), str(lab), "-o", str(tmp_path / "out"), "--size", "32", "64", "--perspective"]) == 0
+    assert (
+        main(["data", "drr", str(ct), str(lab), "-o", str(tmp_path / "out"), "--size", "32", "64", "--perspective"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "coronal.png" in out and "label.nii.gz" in out
     assert load_volume(tmp_path / "out" / "label.nii.gz").spatial_shape == (32, 32, 64)

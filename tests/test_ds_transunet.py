@@ -189,8 +189,17 @@ def test_non_multiple_of_64_uses_coarse_interpolation_and_bad_sizes_raise():
 def test_group_norm_groups_adapt_to_channels():
     assert [group_norm_groups(c) for c in (24, 40, 96, 7, 33, 64, 1)] == [24, 20, 32, 7, 11, 32, 1]
     with torch.device("meta"):
-        model = DSTransUNet(1, 2, feature_size=40, coarse_feature_size=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
-                            coarse_depths=(1, 1, 1, 1), coarse_num_heads=(1, 2, 4, 8), window_size=4)  # fmt: skip
+        model = DSTransUNet(
+            1,
+            2,
+            feature_size=40,
+            coarse_feature_size=24,
+            depths=(1, 1, 1, 1),
+            num_heads=(1, 2, 4, 8),
+            coarse_depths=(1, 1, 1, 1),
+            coarse_num_heads=(1, 2, 4, 8),
+            window_size=4,
+        )
     norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and all(m.num_groups == group_norm_groups(m.num_channels) for m in norms)
     assert model.encoder.fusions[0].conv.conv1.norm.num_groups == 20  # 40 channels
@@ -249,8 +258,11 @@ def test_swin_encoder_pyramid_layout_is_opt_in():
     assert pyramid.stages[-1].downsample is None and len(pyramid.out_norms) == 3
     # same parameter names otherwise: the pyramid encoder loads the default one's weights
     missing, unexpected = pyramid.load_state_dict(default.state_dict(), strict=False)
-    assert unexpected == ["stages.2.downsample.reduction.weight", "stages.2.downsample.norm.weight",
-                          "stages.2.downsample.norm.bias"]  # fmt: skip
+    assert unexpected == [
+        "stages.2.downsample.reduction.weight",
+        "stages.2.downsample.norm.weight",
+        "stages.2.downsample.norm.bias",
+    ]
     assert all(k.startswith("out_norms.") for k in missing)
     x = torch.randn(1, 1, 32, 32, 64)
     with torch.no_grad():

@@ -315,8 +315,13 @@ def test_match_and_evaluate_pairs(tissue_cases, caplog):
     assert len(rows) == 3 * 3
     assert [r["class"] for r in rows[:3]] == ["CSF", "GM", "WM"]
     for row in rows:
-        direct = case_metrics(preds[row["case"]], gts[row["case"]], (1.2, 1.0, 2.0),
-                              classes={row["class"]: spec.labels[row["class"]]}, nsd_tolerance_mm=2.0)  # fmt: skip
+        direct = case_metrics(
+            preds[row["case"]],
+            gts[row["case"]],
+            (1.2, 1.0, 2.0),
+            classes={row["class"]: spec.labels[row["class"]]},
+            nsd_tolerance_mm=2.0,
+        )
         for key in METRICS:
             # the files' spacing is the NIfTI header's float32 (1.2000000476837158, not 1.2)
             assert row[key] == pytest.approx(direct[row["class"]][key], rel=1e-6, abs=1e-12), key
@@ -403,10 +408,16 @@ def test_summarize_btcv_means_over_the_13_organs():
     assert len(organs) == 13
     rng = np.random.default_rng(0)
     rows = [
-        {"case": f"c{c}", "class": organ, "dice": float(rng.uniform()), "hd95": float(rng.uniform(0, 20)),
-         "nsd": float(rng.uniform())}
-        for c in range(3) for organ in organs
-    ]  # fmt: skip
+        {
+            "case": f"c{c}",
+            "class": organ,
+            "dice": float(rng.uniform()),
+            "hd95": float(rng.uniform(0, 20)),
+            "nsd": float(rng.uniform()),
+        }
+        for c in range(3)
+        for organ in organs
+    ]
     summary = summarize(rows, spec)
     json.dumps(summary, allow_nan=False)
     assert summary["classes"] == organs and summary["num_cases"] == 3
@@ -430,9 +441,13 @@ def test_write_report_writes_every_file(tissue_cases, tmp_path):
     out = tmp_path / "report"
     paths = write_report(rows, spec, out, images=images)
     expected = {
-        "per_case_csv": "per_case.csv", "summary_json": "summary.json", "summary_md": "summary.md",
-        "boxplot_dice": "boxplot_dice.png", "overlay_best": "overlay_best.png", "overlay_worst": "overlay_worst.png",
-    }  # fmt: skip
+        "per_case_csv": "per_case.csv",
+        "summary_json": "summary.json",
+        "summary_md": "summary.md",
+        "boxplot_dice": "boxplot_dice.png",
+        "overlay_best": "overlay_best.png",
+        "overlay_worst": "overlay_worst.png",
+    }
     assert {k: p.name for k, p in paths.items()} == expected
     assert all(p.parent == out and p.is_file() for p in paths.values())
     assert sorted(p.name for p in out.iterdir()) == sorted(expected.values())  # no temp files left
@@ -488,9 +503,11 @@ def test_centroid_error_and_identification_on_known_centroids():
     assert math.isnan(missed["centroid_error_mm"]) and missed["identified"] == 0.0
     spurious = binary_metrics(gt, np.zeros(shape, bool), spacing)
     assert math.isnan(spurious["identified"])  # nothing to identify: left out of the ID rate
-    rows = [{"case": "a", "class": "v1", **binary_metrics(near, gt, spacing)},
-            {"case": "a", "class": "v2", **binary_metrics(far, gt, spacing)},
-            {"case": "a", "class": "v3", **missed}]  # fmt: skip
+    rows = [
+        {"case": "a", "class": "v1", **binary_metrics(near, gt, spacing)},
+        {"case": "a", "class": "v2", **binary_metrics(far, gt, spacing)},
+        {"case": "a", "class": "v3", **missed},
+    ]
     spec = get_dataset_spec("mni-tissue")
     summary = summarize(rows, spec)
     id_rate = np.mean([summary["per_class"][c]["identified"]["mean"] for c in ("v1", "v2", "v3")])

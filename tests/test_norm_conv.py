@@ -66,7 +66,9 @@ def test_channels_last_conv_equals_conv3d(cin):
 def test_res_conv_block_equals_monai(cin, cout):
     ref = UnetrBasicBlock(3, cin, cout, kernel_size=3, stride=1, norm_name="instance", res_block=True)
     ours = ResConvBlock(cin, cout)
-    ours.load_state_dict({k.replace("layer.", "").replace(".conv.weight", ".weight"): v for k, v in ref.state_dict().items()})
+    ours.load_state_dict(
+        {k.replace("layer.", "").replace(".conv.weight", ".weight"): v for k, v in ref.state_dict().items()}
+    )
     x = torch.randn(2, cin, 12, 10, 8)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
 

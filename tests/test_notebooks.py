@@ -25,9 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = [
-    "01_quickstart.ipynb", "02_train_on_your_data.ipynb", "03_pretrain_then_finetune.ipynb",
-    "04_test_time_adaptation.ipynb", "05_swin_x2s.ipynb", "06_bundles.ipynb",
-]  # fmt: skip
+    "01_quickstart.ipynb",
+    "02_train_on_your_data.ipynb",
+    "03_pretrain_then_finetune.ipynb",
+    "04_test_time_adaptation.ipynb",
+    "05_swin_x2s.ipynb",
+    "06_bundles.ipynb",
+]
 # per notebook, kernel start included: each runs in 1-2.5 minutes on a quiet 2-core CPU; raise it on a busy machine
 TIMEOUT_S = int(os.environ.get("MEDSWIN_NOTEBOOK_TIMEOUT", "400"))
 THREADS = os.environ.get("MEDSWIN_NOTEBOOK_THREADS", "2")  # 1 is faster on a machine busy with other work
@@ -80,7 +84,9 @@ def test_stored_notebook_has_no_outputs_and_says_what_it_uses(path: Path):
         assert cell.outputs == [] and cell.execution_count is None, f"{path.name} cell {cell.id} is stored with outputs"
     intro = nb.cells[0]
     assert intro.cell_type == "markdown" and intro.source.startswith(f"# {path.name[:2]} - ")
-    assert re.search(r"\*\*Data: (real|synthetic)\.\*\*", intro.source), f"{path.name}: the first cell must name its data"
+    assert re.search(r"\*\*Data: (real|synthetic)\.\*\*", intro.source), (
+        f"{path.name}: the first cell must name its data"
+    )
     assert re.search(r"\*\*Run time:\*\* about [\d-]+ minutes? on a 2-core CPU", intro.source)
     # everything is written under a fresh temporary folder, never into the repository
     assert "tempfile.mkdtemp(" in cells[0].source and "%matplotlib inline" in cells[0].source
@@ -119,9 +125,13 @@ def test_notebook_runs_top_to_bottom(path: Path, kernel_env: Path, tmp_path: Pat
         current["cell"] = cell_index
 
     client = NotebookClient(
-        nb, kernel_name="python3", timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
-        startup_timeout=120, resources={"metadata": {"path": str(kernel_env)}}, on_cell_start=on_cell_start,
-    )  # fmt: skip
+        nb,
+        kernel_name="python3",
+        timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
+        startup_timeout=120,
+        resources={"metadata": {"path": str(kernel_env)}},
+        on_cell_start=on_cell_start,
+    )
     saved = tmp_path / path.name
     t0 = time.monotonic()
     try:
@@ -140,4 +150,6 @@ def test_notebook_runs_top_to_bottom(path: Path, kernel_env: Path, tmp_path: Pat
     assert not [out for out in outputs if out.output_type == "error"]
     pictures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(pictures) >= 2, f"{path.name} should show its pictures inline, got {len(pictures)}"
-    assert not list((kernel_env).iterdir()), "the notebook wrote into its working directory instead of its temporary folder"
+    assert not list((kernel_env).iterdir()), (
+        "the notebook wrote into its working directory instead of its temporary folder"
+    )

@@ -210,8 +210,9 @@ def test_streaming_is_chosen_only_over_the_budget():
     assert SlidingWindow((96, 96, 96), streaming=True).streams((100, 100, 100), 2)
 
 
-MODELS_3D = [n for n in list_models("*_tiny")
-             if not getattr(create_model(n, in_channels=1, out_channels=2), "biplanar", False)]  # fmt: skip
+MODELS_3D = [
+    n for n in list_models("*_tiny") if not getattr(create_model(n, in_channels=1, out_channels=2), "biplanar", False)
+]
 
 
 @pytest.mark.parametrize("name", MODELS_3D)
@@ -286,8 +287,9 @@ def test_cuda_model_with_the_accumulator_on_the_cpu(accumulate_on, budget, monke
     x = torch.randn(1, 1, 40, 36, 50)  # on the CPU: the result comes back there
     with torch.inference_mode():
         expected = sliding_window_inference(x.cuda(), (16, 16, 16), 1, net, overlap=0.5, mode="gaussian").cpu()
-    engine = SlidingWindow((16, 16, 16), amp="fp32", accumulate_on=accumulate_on, memory_budget_gb=budget,
-                           sw_batch_size=4)  # fmt: skip
+    engine = SlidingWindow(
+        (16, 16, 16), amp="fp32", accumulate_on=accumulate_on, memory_budget_gb=budget, sw_batch_size=4
+    )
     out = engine.logits(net, x)
     assert out.device.type == "cpu"
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
@@ -303,8 +305,23 @@ def test_cli_memory_budget_streams_or_is_a_clear_error(capsys, tmp_path):
 
     image = np.random.default_rng(0).random((20, 18, 12), dtype=np.float32) * 300
     path = write_nifti(image, np.diag([1.5, 1.5, 2.0, 1.0]), tmp_path / "x.nii.gz")
-    args = ["predict", "-i", str(path), "-o", str(tmp_path / "seg.nii.gz"), "--model", "swin_unetr_tiny", "--dataset", "btcv",
-            "--roi", "64", "32", "32", "--amp", "fp32"]  # fmt: skip
+    args = [
+        "predict",
+        "-i",
+        str(path),
+        "-o",
+        str(tmp_path / "seg.nii.gz"),
+        "--model",
+        "swin_unetr_tiny",
+        "--dataset",
+        "btcv",
+        "--roi",
+        "64",
+        "32",
+        "32",
+        "--amp",
+        "fp32",
+    ]
     assert main([*args, "--memory-budget-gb", "0"]) == 2
     err = capsys.readouterr().err
     assert "memory_budget_gb must be > 0" in err and "Traceback" not in err

@@ -190,7 +190,9 @@ def test_simmim_loss_ignores_unmasked_voxels():
     pred = torch.zeros(1, 2, 2, 1, 1)
     target = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 2, 2, 1, 1)
     mask = torch.tensor([1.0, 0.0]).view(1, 1, 2, 1, 1)
-    assert float(simmim_loss(pred, target, mask)) == pytest.approx((1 + 3) / (1 * 2))  # |0-1| + |0-3| over 1 voxel x 2 ch
+    assert float(simmim_loss(pred, target, mask)) == pytest.approx(
+        (1 + 3) / (1 * 2)
+    )  # |0-1| + |0-3| over 1 voxel x 2 ch
     g = torch.Generator().manual_seed(0)
     pred, target = torch.randn(2, 2, 8, 8, 8, generator=g), torch.randn(2, 2, 8, 8, 8, generator=g)
     cells = random_cell_mask(2, (8, 8, 8), 4, 0.6, generator=g)
@@ -295,12 +297,16 @@ TINY_DEPTHS = {"depths": [1, 1, 1, 1]}  # swin_unetr_tiny with one block per sta
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "tasks,batch,shape",
-    [(["inpaint", "rotate", "contrast"], 2, (32, 32, 64)),  # the reconstruction head's InstanceNorm needs > 1 voxel
-     (["simmim", "barlow"], 3, (32, 32, 64))],  # Barlow's batch standardisation needs 3 or more crops
-)  # fmt: skip
+    [
+        (["inpaint", "rotate", "contrast"], 2, (32, 32, 64)),  # the reconstruction head's InstanceNorm needs > 1 voxel
+        (["simmim", "barlow"], 3, (32, 32, 64)),
+    ],  # Barlow's batch standardisation needs 3 or more crops
+)
 def test_each_task_loss_is_finite_and_decreases_on_a_fixed_batch(tasks, batch, shape):
     torch.manual_seed(0)
-    ssl = build_ssl_model("swin_unetr_tiny", 1, tasks, roi_size=shape, model_kwargs=TINY_DEPTHS, barlow_dims=(64, 64, 64))
+    ssl = build_ssl_model(
+        "swin_unetr_tiny", 1, tasks, roi_size=shape, model_kwargs=TINY_DEPTHS, barlow_dims=(64, 64, 64)
+    )
     x = _smooth_volume((batch, 1, *shape))
     opt = torch.optim.AdamW(ssl.parameters(), lr=2e-3, weight_decay=0.0)
     history = []
@@ -355,7 +361,9 @@ def test_monai_ssl_checkpoint_loads_as_encoder_weights(registry, tmp_path):
     model = create_model("swin_unetr_tiny", in_channels=1, out_channels=14, encoder_weights=path)  # the registry path
     report = load_encoder_weights(model, path)
     own = [k for k in model.state_dict() if k.startswith("encoder.")]
-    assert report.missing == [] and len(report.loaded) == len(own) and "module.rotation_head.weight" in report.unexpected
+    assert (
+        report.missing == [] and len(report.loaded) == len(own) and "module.rotation_head.weight" in report.unexpected
+    )
     assert all(torch.equal(model.state_dict()[k], source.state_dict()[k]) for k in own)
     with pytest.raises(WeightLoadError, match="no 'encoder.' weights"):
         load_encoder_weights(registry["cswin_unet_tiny", 1, 2], path)
@@ -380,8 +388,26 @@ def _write_unlabeled_folder(root: Path) -> Path:
 @pytest.mark.slow
 def test_pretrain_cli_each_task_family_then_finetune_loads_the_encoder(tmp_path, capsys, synth_dataset):
     data = _write_unlabeled_folder(tmp_path / "scans")
-    common = ["--model", "swin_unetr_tiny", "--model-arg", "depths=[1,1,1,1]", "--data", str(data), "--roi", "32",
-              "32", "64", "--epochs", "1", "--iterations-per-epoch", "1", "--num-samples", "2", "--amp", "fp32"]  # fmt: skip
+    common = [
+        "--model",
+        "swin_unetr_tiny",
+        "--model-arg",
+        "depths=[1,1,1,1]",
+        "--data",
+        str(data),
+        "--roi",
+        "32",
+        "32",
+        "64",
+        "--epochs",
+        "1",
+        "--iterations-per-epoch",
+        "1",
+        "--num-samples",
+        "2",
+        "--amp",
+        "fp32",
+    ]
     for tasks, extra in (("inpaint,rotate,contrast", ["--awl"]), ("simmim", []), ("barlow", ["--num-samples", "3"])):
         out = tmp_path / tasks.replace(",", "_")
         assert main(["pretrain", *common, "--tasks", tasks, "--out", str(out), *extra]) == 0
@@ -398,10 +424,44 @@ def test_pretrain_cli_each_task_family_then_finetune_loads_the_encoder(tmp_path,
     encoder = tmp_path / "inpaint_rotate_contrast" / "encoder.pt"
     synth, spec_file = synth_dataset
     run = tmp_path / "finetune"
-    assert main(["train", "--dataset", "synth-ct", "--data", str(synth), "--datasets", str(spec_file), "--model",
-                 "swin_unetr_tiny", "--model-arg", "depths=[1,1,1,1]", "--out", str(run), "--epochs", "1",
-                 "--iterations-per-epoch", "1", "--num-samples", "1", "--amp", "fp32", "--val-every", "0", "--roi", "64",
-                 "64", "32", "--folds", "1", "--encoder-weights", str(encoder)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synth-ct",
+                "--data",
+                str(synth),
+                "--datasets",
+                str(spec_file),
+                "--model",
+                "swin_unetr_tiny",
+                "--model-arg",
+                "depths=[1,1,1,1]",
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--iterations-per-epoch",
+                "1",
+                "--num-samples",
+                "1",
+                "--amp",
+                "fp32",
+                "--val-every",
+                "0",
+                "--roi",
+                "64",
+                "64",
+                "32",
+                "--folds",
+                "1",
+                "--encoder-weights",
+                str(encoder),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     tuned = torch.load(run / "checkpoint_last.pt", weights_only=True)
     assert tuned["config"]["encoder_weights"] == str(encoder)
@@ -414,8 +474,26 @@ def test_pretrain_cli_each_task_family_then_finetune_loads_the_encoder(tmp_path,
         main(["pretrain", "--tasks"])
     assert main(["pretrain", *common, "--tasks", "jigsaw", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown pretraining task" in capsys.readouterr().err
-    assert main(["train", "--dataset", "synth-ct", "--data", str(synth), "--datasets", str(spec_file), "--model",
-                 "cswin_unet_tiny", "--out", str(tmp_path / "bad2"), "--encoder-weights", str(encoder)]) != 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "synth-ct",
+                "--data",
+                str(synth),
+                "--datasets",
+                str(spec_file),
+                "--model",
+                "cswin_unet_tiny",
+                "--out",
+                str(tmp_path / "bad2"),
+                "--encoder-weights",
+                str(encoder),
+            ]
+        )
+        != 0
+    )
     assert "do not fit" in capsys.readouterr().err
 
 
@@ -424,8 +502,17 @@ def test_pretraining_resumes_exactly(tmp_path):
     from medswin.ssl import PretrainTrainer
 
     data = _write_unlabeled_folder(tmp_path / "scans")
-    cfg = dict(model="swin_unetr_tiny", model_kwargs=TINY_DEPTHS, data=str(data), roi_size=[32, 32, 64],
-               iterations_per_epoch=1, num_samples=2, amp="fp32", tasks=["simmim"], seed=3)  # fmt: skip
+    cfg = dict(
+        model="swin_unetr_tiny",
+        model_kwargs=TINY_DEPTHS,
+        data=str(data),
+        roi_size=[32, 32, 64],
+        iterations_per_epoch=1,
+        num_samples=2,
+        amp="fp32",
+        tasks=["simmim"],
+        seed=3,
+    )
     full = PretrainTrainer(PretrainConfig.from_dict({**cfg, "epochs": 2, "out": str(tmp_path / "full")}))
     full.fit()
 

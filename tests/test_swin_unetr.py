@@ -114,7 +114,11 @@ def test_from_monai_infers_the_configuration():
 
 @pytest.mark.parametrize(
     "shape,message",
-    [((1, 1, 64, 64, 65), "not a multiple of 32"), ((1, 1, 32, 32, 32), "at least 64"), ((1, 2, 64, 64, 64), "expected input")],
+    [
+        ((1, 1, 64, 64, 65), "not a multiple of 32"),
+        ((1, 1, 32, 32, 32), "at least 64"),
+        ((1, 2, 64, 64, 64), "expected input"),
+    ],
 )
 def test_bad_input_sizes_explain_what_works(shape, message):
     model = create_model("swin_unetr_tiny", in_channels=1, out_channels=2)

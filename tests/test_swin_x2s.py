@@ -70,11 +70,22 @@ def test_paper_view_size_128_by_160():
 
 
 def test_biplanar_loss_is_dicece_plus_kl_averaged():
-    spec = parse_spec("x", {
-        "description": "d", "task": "biplanar", "channel_names": ["DRR"], "labels": {"background": 0, "a": 1, "b": 2},
-        "file_ending": ".nii.gz", "layout": "biplanar", "target_spacing": [1, 1, 1], "normalization": {"type": "none"},
-        "roi_size": [8, 8, 8], "licence": "-", "source": "-",
-    })  # fmt: skip
+    spec = parse_spec(
+        "x",
+        {
+            "description": "d",
+            "task": "biplanar",
+            "channel_names": ["DRR"],
+            "labels": {"background": 0, "a": 1, "b": 2},
+            "file_ending": ".nii.gz",
+            "layout": "biplanar",
+            "target_spacing": [1, 1, 1],
+            "normalization": {"type": "none"},
+            "roi_size": [8, 8, 8],
+            "licence": "-",
+            "source": "-",
+        },
+    )
     loss_fn = BiplanarLoss(base_loss(spec))
     c, s = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4)
     y = torch.randint(0, 3, (2, 1, 4, 4, 4))
@@ -90,12 +101,18 @@ def test_biplanar_loss_is_dicece_plus_kl_averaged():
 
 SPINE_SPEC = {
     "spine-ct": {
-        "description": "synthetic spine CT (tests)", "channel_names": ["CT"],
-        "labels": {"background": 0, "L1": 1, "L2": 2, "L3": 3, "L4": 4}, "file_ending": ".nii.gz",
-        "layout": "decathlon", "target_spacing": [2, 2, 2], "normalization": {"type": "ct", "a_min": -1000, "a_max": 1000},
-        "roi_size": [64, 64, 64], "licence": "synthetic", "source": "medswin tests",
+        "description": "synthetic spine CT (tests)",
+        "channel_names": ["CT"],
+        "labels": {"background": 0, "L1": 1, "L2": 2, "L3": 3, "L4": 4},
+        "file_ending": ".nii.gz",
+        "layout": "decathlon",
+        "target_spacing": [2, 2, 2],
+        "normalization": {"type": "ct", "a_min": -1000, "a_max": 1000},
+        "roi_size": [64, 64, 64],
+        "licence": "synthetic",
+        "source": "medswin tests",
     }
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow
@@ -103,12 +120,30 @@ def test_ct_folder_to_trained_swin_x2s_to_3d_predictions(tmp_path, capsys):
     spec_file = tmp_path / "spine.yaml"
     spec_file.write_text(json.dumps(SPINE_SPEC))
     cases = [make_spine_phantom((48, 48, 64), seed=i) for i in range(3)]
-    ct_root = write_synthetic_dataset(tmp_path / "spine", "decathlon", cases, channel_names=["CT"],
-                                      labels=SPINE_SPEC["spine-ct"]["labels"])  # fmt: skip
+    ct_root = write_synthetic_dataset(
+        tmp_path / "spine", "decathlon", cases, channel_names=["CT"], labels=SPINE_SPEC["spine-ct"]["labels"]
+    )
     # 1. CT dataset -> biplanar dataset (through the CLI)
     out = tmp_path / "x2s"
-    assert main(["data", "prepare-x2s", str(ct_root), "--dataset", "spine-ct", "--datasets", str(spec_file),
-                 "-o", str(out), "--size", "64", "64"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "prepare-x2s",
+                str(ct_root),
+                "--dataset",
+                "spine-ct",
+                "--datasets",
+                str(spec_file),
+                "-o",
+                str(out),
+                "--size",
+                "64",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert "swin_x2s_small" in capsys.readouterr().out
     meta = json.loads((out / "dataset.json").read_text())
     assert len(meta["training"]) == 3 and (out / "png" / "case_000_coronal.png").is_file()
@@ -116,15 +151,56 @@ def test_ct_folder_to_trained_swin_x2s_to_3d_predictions(tmp_path, capsys):
     assert spec.task == "biplanar" and spec.layout == "biplanar"
     # 2. train the tiny preset (views 64 x 64) for a few steps through the CLI
     run = tmp_path / "run"
-    assert main(["train", "--dataset", "spine-ct-x2s", "--datasets", str(out / "datasets.yaml"), "--data", str(out),
-                 "--model", "swin_x2s_tiny", "--out", str(run), "--epochs", "2", "--iterations-per-epoch", "2",
-                 "--lr", "1e-3", "--amp", "fp32", "--folds", "3", "--val-every", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "spine-ct-x2s",
+                "--datasets",
+                str(out / "datasets.yaml"),
+                "--data",
+                str(out),
+                "--model",
+                "swin_x2s_tiny",
+                "--out",
+                str(run),
+                "--epochs",
+                "2",
+                "--iterations-per-epoch",
+                "2",
+                "--lr",
+                "1e-3",
+                "--amp",
+                "fp32",
+                "--folds",
+                "3",
+                "--val-every",
+                "2",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 4 and 0.0 <= summary["last_validation"]["dice_mean"] <= 1.0
     # 3. two views -> 3D labels on the view-aligned grid
     pred = tmp_path / "pred" / "case_000.nii.gz"
-    assert main(["predict", "--model", str(run / "checkpoint_last.pt"), "-i", str(out / "imagesTr" / "case_000_coronal.nii.gz"),
-                 "-i2", str(out / "png" / "case_000_sagittal.png"), "-o", str(pred)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(run / "checkpoint_last.pt"),
+                "-i",
+                str(out / "imagesTr" / "case_000_coronal.nii.gz"),
+                "-i2",
+                str(out / "png" / "case_000_sagittal.png"),
+                "-o",
+                str(pred),
+            ]
+        )
+        == 0
+    )
     labels = load_volume(pred)
     truth = load_volume(out / "labelsTr" / "case_000.nii.gz")
     assert labels.spatial_shape == truth.spatial_shape == (64, 64, 64)
@@ -135,8 +211,24 @@ def test_ct_folder_to_trained_swin_x2s_to_3d_predictions(tmp_path, capsys):
     gt = tmp_path / "gt"
     gt.mkdir()
     shutil.copy(out / "labelsTr" / "case_000.nii.gz", gt / "case_000.nii.gz")
-    assert main(["evaluate", "--pred", str(pred.parent), "--gt", str(gt), "--dataset", "spine-ct-x2s",
-                 "--datasets", str(out / "datasets.yaml"), "--out", str(tmp_path / "report")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred.parent),
+                "--gt",
+                str(gt),
+                "--dataset",
+                "spine-ct-x2s",
+                "--datasets",
+                str(out / "datasets.yaml"),
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "centroid error (mm)" in table and "ID rate" in table and "| L1 |" in table
 
@@ -144,11 +236,22 @@ def test_ct_folder_to_trained_swin_x2s_to_3d_predictions(tmp_path, capsys):
 def test_a_volume_model_refuses_a_biplanar_dataset(tmp_path):
     from medswin.training import TrainConfig, Trainer
 
-    spec = parse_spec("bp", {
-        "description": "d", "task": "biplanar", "channel_names": ["DRR"], "labels": {"background": 0, "a": 1},
-        "file_ending": ".nii.gz", "layout": "biplanar", "target_spacing": [1, 1, 1], "normalization": {"type": "none"},
-        "roi_size": [64, 64, 64], "licence": "-", "source": "-",
-    })  # fmt: skip
+    spec = parse_spec(
+        "bp",
+        {
+            "description": "d",
+            "task": "biplanar",
+            "channel_names": ["DRR"],
+            "labels": {"background": 0, "a": 1},
+            "file_ending": ".nii.gz",
+            "layout": "biplanar",
+            "target_spacing": [1, 1, 1],
+            "normalization": {"type": "none"},
+            "roi_size": [64, 64, 64],
+            "licence": "-",
+            "source": "-",
+        },
+    )
     cfg = TrainConfig(model="swin_unetr_tiny", dataset="bp", data=str(tmp_path), out=str(tmp_path / "r"))
     with pytest.raises(ValueError, match="provides two X-ray views"):
         Trainer(cfg, spec=spec, cases={"train": [], "val": []})
@@ -174,6 +277,8 @@ def test_biplanar_augmentation_flips_only_the_allowed_axes_and_keeps_views_and_l
     out = every(sample)
     flipped = lab.flip(1, 2, 3)
     assert torch.equal(out["label"], flipped)
-    assert torch.equal(out["image_coronal"], flipped.sum(2).float()) and torch.equal(out["image_sagittal"], flipped.sum(1).float())
+    assert torch.equal(out["image_coronal"], flipped.sum(2).float()) and torch.equal(
+        out["image_sagittal"], flipped.sum(1).float()
+    )
     with pytest.raises(ValueError, match="flip_axes"):
         RandBiplanarAugmentd(flip_axes=("w",))

@@ -21,9 +21,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(tmp_path, data, spec_file, **kw):
-    values = dict(model="swin_unetr_tiny", dataset="synth-ct", data=str(data), out=str(tmp_path / "run"),
-                  datasets_files=[str(spec_file)], epochs=2, iterations_per_epoch=2, num_samples=1, lr=2e-3,
-                  val_every=0, amp="fp32", n_folds=3, seed=0)  # fmt: skip
+    values = dict(
+        model="swin_unetr_tiny",
+        dataset="synth-ct",
+        data=str(data),
+        out=str(tmp_path / "run"),
+        datasets_files=[str(spec_file)],
+        epochs=2,
+        iterations_per_epoch=2,
+        num_samples=1,
+        lr=2e-3,
+        val_every=0,
+        amp="fp32",
+        n_folds=3,
+        seed=0,
+    )
     values.update(kw)
     return TrainConfig.from_dict(values)
 
@@ -68,10 +80,41 @@ def test_trainer_learns_validates_and_writes_outputs(tmp_path, synth_dataset):
 
 
 def _train_cmd(data, spec_file, out, extra=()):
-    return [sys.executable, "-m", "medswin", "train", "--dataset", "synth-ct", "--data", str(data), "--datasets",
-            str(spec_file), "--model", "swin_unetr_tiny", "--out", str(out), "--epochs", "4",
-            "--iterations-per-epoch", "2", "--num-samples", "1", "--lr", "2e-3", "--amp", "fp32", "--val-every", "0",
-            "--roi", "64", "64", "32", "--folds", "1", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "medswin",
+        "train",
+        "--dataset",
+        "synth-ct",
+        "--data",
+        str(data),
+        "--datasets",
+        str(spec_file),
+        "--model",
+        "swin_unetr_tiny",
+        "--out",
+        str(out),
+        "--epochs",
+        "4",
+        "--iterations-per-epoch",
+        "2",
+        "--num-samples",
+        "1",
+        "--lr",
+        "2e-3",
+        "--amp",
+        "fp32",
+        "--val-every",
+        "0",
+        "--roi",
+        "64",
+        "64",
+        "32",
+        "--folds",
+        "1",
+        *extra,
+    ]
 
 
 def _losses(out: Path) -> list[float]:
@@ -88,7 +131,9 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(tmp_path, synth_data
     assert len(reference) == 4
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(data, spec_file, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(data, spec_file, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while time.time() < deadline:  # kill as soon as epoch 2's checkpoint and metrics are on disk
         if (killed / "metrics.csv").is_file() and len(_losses(killed)) >= 2:
@@ -104,15 +149,36 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(tmp_path, synth_data
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, spec_file: str, out: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})  # fmt: skip
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    cfg = TrainConfig.from_dict(dict(model="swin_unetr_tiny", dataset="synth-ct", data=data, out=out,
-                                     datasets_files=[spec_file], epochs=2, iterations_per_epoch=2, num_samples=1,
-                                     lr=2e-3, val_every=0, amp="fp32", n_folds=1, device="cpu",
-                                     roi_size=[64, 64, 32]))  # fmt: skip
+    cfg = TrainConfig.from_dict(
+        dict(
+            model="swin_unetr_tiny",
+            dataset="synth-ct",
+            data=data,
+            out=out,
+            datasets_files=[spec_file],
+            epochs=2,
+            iterations_per_epoch=2,
+            num_samples=1,
+            lr=2e-3,
+            val_every=0,
+            amp="fp32",
+            n_folds=1,
+            device="cpu",
+            roi_size=[64, 64, 32],
+        )
+    )
     trainer = Trainer(cfg)
     assert trainer.dist.world_size == world and trainer.dist.rank == rank
     trainer.fit()

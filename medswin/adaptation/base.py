@@ -43,8 +43,12 @@ from ..inference.sliding_window import gaussian_importance, window_plan
 log = logging.getLogger(__name__)
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-)  # fmt: skip
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
 PARAM_CHOICES = ("encoder-norms", "norms")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -82,25 +86,30 @@ def select_parameters(
     """
     model_name = type(model).__name__
     if getattr(model, "biplanar", False):
-        raise ValueError(f"{model_name} is a biplanar model (two X-ray views): "
-                         "test-time adaptation works on 3D volume models only")  # fmt: skip
+        raise ValueError(
+            f"{model_name} is a biplanar model (two X-ray views): test-time adaptation works on 3D volume models only"
+        )
     if isinstance(params, str):
         if params not in PARAM_CHOICES:
             raise ValueError(f"params must be one of {PARAM_CHOICES} or a list of parameter names, got {params!r}")
         if params == "encoder-norms":
             encoder = getattr(model, "encoder", None)
             if not isinstance(encoder, nn.Module):
-                raise ValueError(f"{model_name} has no .encoder module: the default params='encoder-norms' needs one "
-                                 f"(pass params='norms' or a list of parameter names)")  # fmt: skip
+                raise ValueError(
+                    f"{model_name} has no .encoder module: the default params='encoder-norms' needs one "
+                    f"(pass params='norms' or a list of parameter names)"
+                )
             chosen = norm_affine_parameters(encoder, "encoder")
             where = "under model.encoder"
         else:
             chosen = norm_affine_parameters(model)
             where = "in the model"
         if not chosen:
-            raise ValueError(f"{model_name} has no adaptable parameters: found no affine weight/bias of a "
-                             f"LayerNorm, GroupNorm or affine InstanceNorm {where}; "
-                             f"pass params=[names] to choose others")  # fmt: skip
+            raise ValueError(
+                f"{model_name} has no adaptable parameters: found no affine weight/bias of a "
+                f"LayerNorm, GroupNorm or affine InstanceNorm {where}; "
+                f"pass params=[names] to choose others"
+            )
         return chosen
     names = list(params)
     if not names:
@@ -108,8 +117,9 @@ def select_parameters(
     available = dict(model.named_parameters())
     unknown = [n for n in names if n not in available]
     if unknown:
-        hints = [f"{n!r} (closest: {', '.join(difflib.get_close_matches(n, available, n=3)) or 'none'})"
-                 for n in unknown]  # fmt: skip
+        hints = [
+            f"{n!r} (closest: {', '.join(difflib.get_close_matches(n, available, n=3)) or 'none'})" for n in unknown
+        ]
         raise ValueError(f"{model_name} has no parameter(s) {'; '.join(hints)}")
     if len(set(names)) != len(names):
         raise ValueError(f"params lists a parameter twice: {names}")
@@ -201,10 +211,16 @@ class AdaptationReport:
 
     def as_dict(self) -> dict:
         """JSON-serialisable form."""
-        return {"method": self.method, "steps": self.steps, "windows_per_step": self.windows,
-                "total_windows": self.total_windows, "losses": [round(v, 6) for v in self.losses],
-                "num_parameters": self.num_parameters, "seconds": round(self.seconds, 3),
-                "reset_before": self.reset}  # fmt: skip
+        return {
+            "method": self.method,
+            "steps": self.steps,
+            "windows_per_step": self.windows,
+            "total_windows": self.total_windows,
+            "losses": [round(v, 6) for v in self.losses],
+            "num_parameters": self.num_parameters,
+            "seconds": round(self.seconds, 3),
+            "reset_before": self.reset,
+        }
 
 
 class EntropyAdapter(abc.ABC):
@@ -298,8 +314,9 @@ class EntropyAdapter(abc.ABC):
 
     def _roi(self) -> tuple[int, ...]:
         if self.roi_size is None:
-            raise ValueError(f"{type(self).__name__}: give roi_size= "
-                             "(or use the adapter through a Predictor, which sets it)")  # fmt: skip
+            raise ValueError(
+                f"{type(self).__name__}: give roi_size= (or use the adapter through a Predictor, which sets it)"
+            )
         return self.roi_size
 
     # ------------------------------------------------------------------ state
@@ -354,8 +371,9 @@ class EntropyAdapter(abc.ABC):
         the adapted parameters, so any prediction uses them.
         """
         if image.dim() != 5 or image.shape[0] != 1:
-            raise ValueError(f"{type(self).__name__}.adapt expects one volume (1, C, D, H, W), "
-                             f"got shape {tuple(image.shape)}")  # fmt: skip
+            raise ValueError(
+                f"{type(self).__name__}.adapt expects one volume (1, C, D, H, W), got shape {tuple(image.shape)}"
+            )
         if mask is not None and tuple(mask.shape) != (1, 1, *image.shape[2:]):
             raise ValueError(f"mask must have shape {(1, 1, *image.shape[2:])}, got {tuple(mask.shape)}")
         start = time.perf_counter()
@@ -379,16 +397,29 @@ class EntropyAdapter(abc.ABC):
         if not counted.any():
             raise ValueError("the adaptation mask is empty: no voxel to adapt on")
         generator = torch.Generator().manual_seed(self.seed)
-        report = AdaptationReport(self.method, self.steps, 0, len(grid.slices), reset=self.episodic,
-                                  num_parameters=sum(p.numel() for _, p in self.params))  # fmt: skip
+        report = AdaptationReport(
+            self.method,
+            self.steps,
+            0,
+            len(grid.slices),
+            reset=self.episodic,
+            num_parameters=sum(p.numel() for _, p in self.params),
+        )
         with self._adapting():
             for _ in range(self.steps):
                 loss, used = self._step(padded, grid, counted, generator)
                 report.losses.append(loss)
                 report.windows = used
         report.seconds = time.perf_counter() - start
-        log.info("%s: %d step(s) on %d/%d windows, loss %s (%.1f s)", self.method, self.steps, report.windows,
-                 report.total_windows, " -> ".join(f"{v:.4f}" for v in report.losses), report.seconds)  # fmt: skip
+        log.info(
+            "%s: %d step(s) on %d/%d windows, loss %s (%.1f s)",
+            self.method,
+            self.steps,
+            report.windows,
+            report.total_windows,
+            " -> ".join(f"{v:.4f}" for v in report.losses),
+            report.seconds,
+        )
         self.last_report = report
         return report
 

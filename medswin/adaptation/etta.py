@@ -59,8 +59,16 @@ class Etta(EntropyAdapter):
         if entropy_filter is not None and not 0 < entropy_filter <= 1:
             raise ValueError(f"entropy_filter must be in (0, 1] (a fraction of ln C), got {entropy_filter}")
         self.entropy_filter = entropy_filter
-        super().__init__(model, steps=steps, lr=lr, optimizer=optimizer, episodic=episodic, params=params,
-                         max_patches=max_patches, **options)  # fmt: skip
+        super().__init__(
+            model,
+            steps=steps,
+            lr=lr,
+            optimizer=optimizer,
+            episodic=episodic,
+            params=params,
+            max_patches=max_patches,
+            **options,
+        )
 
     def _step(
         self, padded: torch.Tensor, grid: WindowGrid, counted: torch.Tensor, generator: torch.Generator

@@ -48,8 +48,16 @@ class Tent(EntropyAdapter):
     ) -> None:
         if optimizer not in DEFAULT_LR:
             raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {optimizer!r}")
-        super().__init__(model, steps=steps, lr=DEFAULT_LR[optimizer] if lr is None else lr, optimizer=optimizer,
-                         episodic=episodic, params=params, max_patches=max_patches, **options)  # fmt: skip
+        super().__init__(
+            model,
+            steps=steps,
+            lr=DEFAULT_LR[optimizer] if lr is None else lr,
+            optimizer=optimizer,
+            episodic=episodic,
+            params=params,
+            max_patches=max_patches,
+            **options,
+        )
 
     def _step(
         self, padded: torch.Tensor, grid: WindowGrid, counted: torch.Tensor, generator: torch.Generator

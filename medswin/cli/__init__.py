@@ -30,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (errors print one clear line, exit 2)."""
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError, FileNotFoundError, TypeError, ImportError, DataError) as exc:
@@ -42,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything else is a bug or an environment problem: still one line
         if args.verbose:
             raise
-        print(f"medswin {args.command}: error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"medswin {args.command}: error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+            file=sys.stderr,
+        )
         return 1

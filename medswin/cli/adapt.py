@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import resolve_inputs
 
     if _is_biplanar_checkpoint(args.model) or _is_biplanar_name(args.model):
-        raise ValueError(f"{args.model}: test-time adaptation works on 3D volume models, "
-                         "not on biplanar (two X-ray view) models")  # fmt: skip
+        raise ValueError(
+            f"{args.model}: test-time adaptation works on 3D volume models, not on biplanar (two X-ray view) models"
+        )
     out = Path(args.output)
     if out.name.endswith((".nii", ".nii.gz", ".dcm", ".json")):
         raise ValueError(f"-o {args.output}: medswin adapt writes a folder (labels and adaptation.json), give a folder")
@@ -65,8 +66,14 @@ def run(args: argparse.Namespace) -> int:
         written.append(predictor.predict_file(paths if len(paths) > 1 else paths[0], out / f"{case}.nii.gz"))
         records.append({"case": case, "output": str(written[-1]), **adapter.last_report.as_dict()})
         log.info("%s -> %s", case, written[-1])
-    settings = {"method": args.adapt, "episodic": adapter.episodic, "steps": adapter.steps, "lr": adapter.lr,
-                "max_patches": adapter.max_patches, "parameters": adapter.parameter_names}  # fmt: skip
+    settings = {
+        "method": args.adapt,
+        "episodic": adapter.episodic,
+        "steps": adapter.steps,
+        "lr": adapter.lr,
+        "max_patches": adapter.max_patches,
+        "parameters": adapter.parameter_names,
+    }
     if args.adapt == "etta":
         settings["entropy_filter"] = adapter.entropy_filter
     report = _write_json(out / "adaptation.json", {"model": args.model, "settings": settings, "cases": records})

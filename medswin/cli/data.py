@@ -80,8 +80,15 @@ def run_drr(args: argparse.Namespace) -> int:
     """Write both views (NIfTI + PNG) and the aligned label."""
     from ..data.drr import drr_from_files
 
-    written = drr_from_files(args.ct, args.label, args.out, height=args.size[0], width=args.size[1],
-                             perspective=args.perspective, pixel_spacing=args.pixel_spacing)  # fmt: skip
+    written = drr_from_files(
+        args.ct,
+        args.label,
+        args.out,
+        height=args.size[0],
+        width=args.size[1],
+        perspective=args.perspective,
+        pixel_spacing=args.pixel_spacing,
+    )
     for path in written.values():
         print(path)
     return 0
@@ -94,6 +101,8 @@ def run_prepare_x2s(args: argparse.Namespace) -> int:
 
     spec = get_dataset_spec(args.dataset, args.datasets)
     out = prepare_biplanar(args.path, args.out, spec, args.size[0], args.size[1], args.perspective)
-    print(f"biplanar dataset: {out}\ntrain with: medswin train --dataset {spec.name}-x2s --datasets {out / 'datasets.yaml'} "
-          f"--data {out} --model swin_x2s_small")
+    print(
+        f"biplanar dataset: {out}\ntrain with: medswin train --dataset {spec.name}-x2s --datasets {out / 'datasets.yaml'} "
+        f"--data {out} --model swin_x2s_small"
+    )
     return 0

@@ -64,11 +64,24 @@ def run(args: argparse.Namespace) -> int:
     timings["prepare_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    recipe = {**DEMO_RECIPE, "model": args.model, "lr": args.lr, "num_samples": args.num_samples, "roi_size": list(args.roi)}
-    config = TrainConfig.from_dict({
-        **recipe, "dataset": "mni-tissue", "data": str(data), "out": str(out / "run"), "amp": args.amp,
-        "budget_minutes": args.budget_minutes, "seed": args.seed,
-    })  # fmt: skip
+    recipe = {
+        **DEMO_RECIPE,
+        "model": args.model,
+        "lr": args.lr,
+        "num_samples": args.num_samples,
+        "roi_size": list(args.roi),
+    }
+    config = TrainConfig.from_dict(
+        {
+            **recipe,
+            "dataset": "mni-tissue",
+            "data": str(data),
+            "out": str(out / "run"),
+            "amp": args.amp,
+            "budget_minutes": args.budget_minutes,
+            "seed": args.seed,
+        }
+    )
     summary = Trainer(config).fit()
     timings["train_s"] = time.perf_counter() - t0
 
@@ -82,11 +95,18 @@ def run(args: argparse.Namespace) -> int:
     rows = evaluate_pairs(match_cases(out / "prediction", data / "labelsTs"), predictor.spec)
     write_report(rows, predictor.spec, out / "report", images={"mni_superior": image})
     timings["evaluate_s"] = time.perf_counter() - t0
-    result = {"model": args.model, "steps": summary["steps"], "budget_minutes": args.budget_minutes,
-              "timings": {k: round(v, 1) for k, v in timings.items()}, "summary": summarize(rows, predictor.spec)}  # fmt: skip
+    result = {
+        "model": args.model,
+        "steps": summary["steps"],
+        "budget_minutes": args.budget_minutes,
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "summary": summarize(rows, predictor.spec),
+    }
     (out / "demo.json").write_text(json.dumps(result, indent=2))
-    print(f"\n{args.model}, {summary['steps']} training steps in {timings['train_s']:.0f} s; "
-          f"held-out superior slab of the MNI template:\n")  # fmt: skip
+    print(
+        f"\n{args.model}, {summary['steps']} training steps in {timings['train_s']:.0f} s; "
+        f"held-out superior slab of the MNI template:\n"
+    )
     print(markdown_table(result["summary"]))
     print(f"\nprediction: {out / 'prediction' / 'mni_superior.nii.gz'}\nreport:     {out / 'report'}")
     return 0

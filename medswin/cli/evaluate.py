@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="folder of the images, for the best/worst overlay PNGs")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
     brats = p.add_mutually_exclusive_group()
-    brats.add_argument("--brats", dest="brats", action="store_true", default=None, help="BraTS conventions (HD95 373.13 for empty)")
+    brats.add_argument(
+        "--brats", dest="brats", action="store_true", default=None, help="BraTS conventions (HD95 373.13 for empty)"
+    )
     brats.add_argument("--no-brats", dest="brats", action="store_false")
     p.set_defaults(func=run)
 

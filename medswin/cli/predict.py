@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", required=True, help="a volume, a DICOM series folder, or a folder/dataset of cases")
     p.add_argument("-i2", "--input2", help="the sagittal X-ray view, for biplanar models (then -i is the coronal one)")
     p.add_argument("-o", "--output", required=True, help="output file (one case) or folder")
-    p.add_argument("--spacing", type=float, default=1.0, help="biplanar output voxel size when no DRR geometry is found")
+    p.add_argument(
+        "--spacing", type=float, default=1.0, help="biplanar output voxel size when no DRR geometry is found"
+    )
     add_predictor_arguments(p)
     p.add_argument("--format", default="nifti", choices=["nifti", "dicom-seg"])
     p.add_argument("--series-uid", help="which series of a DICOM folder holding several")
@@ -26,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     """Model, dataset, weights and sliding-window options shared by ``predict`` and ``adapt``."""
-    p.add_argument("--model", required=True, help="medswin checkpoint (.pt) or a registered model name (then --dataset)")
+    p.add_argument(
+        "--model", required=True, help="medswin checkpoint (.pt) or a registered model name (then --dataset)"
+    )
     p.add_argument("--dataset", help="dataset spec of the model (needed with a model name)")
     p.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
     p.add_argument("--weights", help="weights for a model name: medswin checkpoint or MONAI SwinUNETR state dict")
@@ -37,8 +41,12 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--largest-component", action="store_true", help="keep the largest component of each class")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    p.add_argument("--memory-budget-gb", type=float, default=2.0,
-                   help="sliding-window accumulator budget; larger volumes are streamed as label slabs (2)")  # fmt: skip
+    p.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=2.0,
+        help="sliding-window accumulator budget; larger volumes are streamed as label slabs (2)",
+    )
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
 
 
@@ -59,10 +67,18 @@ def build_adapter(args: argparse.Namespace, predictor):
         raise ValueError("test-time adaptation works on 3D volume models, not on biplanar (two X-ray view) models")
     if args.entropy_filter is not None and args.adapt != "etta":
         raise ValueError("--entropy-filter is an etta option (use --adapt etta)")
-    options = {"steps": args.adapt_steps, "lr": args.adapt_lr, "max_patches": args.adapt_patches,
-               "entropy_filter": args.entropy_filter}  # fmt: skip
-    adapter = METHODS[args.adapt](predictor.model, episodic=not args.continual, progress=True,
-                                  **{k: v for k, v in options.items() if v is not None})  # fmt: skip
+    options = {
+        "steps": args.adapt_steps,
+        "lr": args.adapt_lr,
+        "max_patches": args.adapt_patches,
+        "entropy_filter": args.entropy_filter,
+    }
+    adapter = METHODS[args.adapt](
+        predictor.model,
+        episodic=not args.continual,
+        progress=True,
+        **{k: v for k, v in options.items() if v is not None},
+    )
     predictor.attach_adapter(adapter)
     return adapter
 
@@ -73,10 +89,16 @@ def build_predictor(args: argparse.Namespace):
 
     sw = args.sw_batch_size if args.sw_batch_size == "auto" else int(args.sw_batch_size)
     options = {
-        "roi_size": tuple(args.roi) if args.roi else None, "overlap": args.overlap, "sw_batch_size": sw,
-        "amp": args.amp, "mirror": args.mirror, "largest_component": args.largest_component, "device": args.device,
-        "memory_budget_gb": args.memory_budget_gb, "compile": args.compile,
-    }  # fmt: skip
+        "roi_size": tuple(args.roi) if args.roi else None,
+        "overlap": args.overlap,
+        "sw_batch_size": sw,
+        "amp": args.amp,
+        "mirror": args.mirror,
+        "largest_component": args.largest_component,
+        "device": args.device,
+        "memory_budget_gb": args.memory_budget_gb,
+        "compile": args.compile,
+    }
     if Path(args.model).is_file():
         if args.weights:
             raise ValueError("--weights goes with a model name; a checkpoint carries its own weights")
@@ -102,7 +124,9 @@ def load_weights(model, path: str) -> None:
     state = load_checkpoint_file(path)
     if isinstance(state.get("model"), dict):
         state = state["model"]
-    if hasattr(model, "load_monai_state_dict") and any(k.startswith(("swinViT.", "module.", "encoder1.")) for k in state):
+    if hasattr(model, "load_monai_state_dict") and any(
+        k.startswith(("swinViT.", "module.", "encoder1.")) for k in state
+    ):
         report = model.load_monai_state_dict(state, source=path)
     else:
         report = load_matching(model, state, path)

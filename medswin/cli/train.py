@@ -20,9 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="registered model name (see medswin models list)")
     p.add_argument("--out", help="run folder (checkpoints, metrics.csv, curves.png, tensorboard/)")
     p.add_argument("--datasets", action="append", default=None, metavar="YAML", help="extra dataset entries")
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. use_v2=true")
-    p.add_argument("--encoder-weights", metavar="PATH",
-                   help="pretrained encoder (medswin pretrain's encoder.pt, or MONAI's SSL Swin UNETR weights)")
+    p.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. use_v2=true"
+    )
+    p.add_argument(
+        "--encoder-weights",
+        metavar="PATH",
+        help="pretrained encoder (medswin pretrain's encoder.pt, or MONAI's SSL Swin UNETR weights)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--iterations-per-epoch", type=int)
     p.add_argument("--budget-minutes", type=float, help="fit the schedule to this training time")
@@ -57,14 +62,28 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, Trainer
 
     overrides = {
-        "dataset": args.dataset, "data": args.data, "model": args.model, "out": args.out,
-        "datasets_files": args.datasets, "epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
-        "budget_minutes": args.budget_minutes, "batch_size": args.batch_size, "num_samples": args.num_samples,
-        "roi_size": list(args.roi) if args.roi else None, "lr": args.lr, "amp": args.amp, "val_every": args.val_every,
-        "fold": args.fold, "n_folds": args.n_folds, "seed": args.seed, "num_workers": args.num_workers,
-        "device": args.device, "model_kwargs": parse_model_args(args.model_arg) or None,
+        "dataset": args.dataset,
+        "data": args.data,
+        "model": args.model,
+        "out": args.out,
+        "datasets_files": args.datasets,
+        "epochs": args.epochs,
+        "iterations_per_epoch": args.iterations_per_epoch,
+        "budget_minutes": args.budget_minutes,
+        "batch_size": args.batch_size,
+        "num_samples": args.num_samples,
+        "roi_size": list(args.roi) if args.roi else None,
+        "lr": args.lr,
+        "amp": args.amp,
+        "val_every": args.val_every,
+        "fold": args.fold,
+        "n_folds": args.n_folds,
+        "seed": args.seed,
+        "num_workers": args.num_workers,
+        "device": args.device,
+        "model_kwargs": parse_model_args(args.model_arg) or None,
         "encoder_weights": args.encoder_weights,
-    }  # fmt: skip
+    }
     config = TrainConfig.from_yaml(args.config, overrides)
     if not config.data:
         raise ValueError("no dataset folder: pass --data DIR (or set 'data' in --config)")

@@ -53,16 +53,26 @@ def biplanar_spec_entry(spec: DatasetSpec, height: int, width: int) -> dict:
 
 
 def prepare_biplanar(
-    source: str | Path, out: str | Path, spec: DatasetSpec, height: int = 128, width: int = 160,
-    perspective: bool = False, name: str | None = None,
-) -> Path:  # fmt: skip
+    source: str | Path,
+    out: str | Path,
+    spec: DatasetSpec,
+    height: int = 128,
+    width: int = 160,
+    perspective: bool = False,
+    name: str | None = None,
+) -> Path:
     """Convert the CT dataset at ``source`` into a biplanar dataset at ``out`` (see the module docstring)."""
     if spec.num_channels != 1:
         raise DataError(source, f"DRRs need single-channel CT; dataset {spec.name!r} has {spec.num_channels} channels")
     sections = build_datalist(source, spec)
     out = Path(out)
-    meta: dict = {"name": name or f"{spec.name}-x2s", "source": str(source), "height": height, "width": width,
-                  "perspective": perspective}  # fmt: skip
+    meta: dict = {
+        "name": name or f"{spec.name}-x2s",
+        "source": str(source),
+        "height": height,
+        "width": width,
+        "perspective": perspective,
+    }
     for section, items in sections.items():
         target = "test" if section == "test" else "training"
         sub = "Ts" if target == "test" else "Tr"
@@ -89,10 +99,14 @@ def prepare_biplanar(
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 Path(written[key]).replace(dest)
             shutil.rmtree(tmp, ignore_errors=True)
-            meta.setdefault(target, []).append({
-                "case": case, "image_coronal": f"./images{sub}/{case}_coronal.nii.gz",
-                "image_sagittal": f"./images{sub}/{case}_sagittal.nii.gz", "label": f"./labels{sub}/{case}.nii.gz",
-            })  # fmt: skip
+            meta.setdefault(target, []).append(
+                {
+                    "case": case,
+                    "image_coronal": f"./images{sub}/{case}_coronal.nii.gz",
+                    "image_sagittal": f"./images{sub}/{case}_sagittal.nii.gz",
+                    "label": f"./labels{sub}/{case}.nii.gz",
+                }
+            )
     if not meta.get("training"):
         raise DataError(source, "no labelled cases to convert")
     meta["numTraining"] = len(meta["training"])
@@ -107,8 +121,11 @@ def label_affine_for(view_path: str | Path) -> np.ndarray | None:
     """The label-grid affine recorded next to a view (``meta/{case}_drr.json`` or ``drr.json``), if any."""
     view_path = Path(view_path)
     case = view_path.name.split("_coronal")[0].split("_sagittal")[0]
-    for candidate in (view_path.parent.parent / "meta" / f"{case}_drr.json", view_path.parent / f"{case}_drr.json",
-                      view_path.parent / "drr.json"):  # fmt: skip
+    for candidate in (
+        view_path.parent.parent / "meta" / f"{case}_drr.json",
+        view_path.parent / f"{case}_drr.json",
+        view_path.parent / "drr.json",
+    ):
         if candidate.is_file():
             return np.asarray(json.loads(candidate.read_text())["label_affine"], dtype=np.float64)
     return None

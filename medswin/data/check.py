@@ -57,8 +57,11 @@ def _load_channels(files: list[Path]) -> Volume:
     first = volumes[0]
     for other in volumes[1:]:
         if other.spatial_shape != first.spatial_shape or np.max(np.abs(other.affine - first.affine)) > 1e-3:
-            raise DataError(other.path, f"channel file is on a different grid than {first.path} "
-                            f"(shape {other.spatial_shape} vs {first.spatial_shape})")  # fmt: skip
+            raise DataError(
+                other.path,
+                f"channel file is on a different grid than {first.path} "
+                f"(shape {other.spatial_shape} vs {first.spatial_shape})",
+            )
     if len(volumes) == 1:
         return first
     return Volume(np.concatenate([v.array for v in volumes]), first.affine, first.path)

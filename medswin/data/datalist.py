@@ -40,7 +40,9 @@ def _strip_ending(name: str) -> str:
 
 
 def _volumes(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(VOLUME_ENDINGS) and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.endswith(VOLUME_ENDINGS) and not p.name.startswith(".")
+    )
 
 
 def detect_layout(root: str | Path) -> str:
@@ -58,14 +60,21 @@ def detect_layout(root: str | Path) -> str:
             return "decathlon"
         if "channel_names" in meta or "file_ending" in meta:
             return "nnunet"
-    if (root / "dataset_0.json").is_file() or (root / "RawData").is_dir() or ((root / "img").is_dir() and (root / "label").is_dir()):
+    if (
+        (root / "dataset_0.json").is_file()
+        or (root / "RawData").is_dir()
+        or ((root / "img").is_dir() and (root / "label").is_dir())
+    ):
         return "btcv"
     subdirs = [d for d in root.iterdir() if d.is_dir()]
     if any(re.match(r"BraTS", d.name) for d in subdirs):
         return "brats"
     if (root / "images").is_dir() or (root / "imagesTr").is_dir():
         return "flat"
-    raise DataError(root, "cannot tell the dataset layout (expected dataset.json, imagesTr/, images/, BraTS case folders or BTCV img/label)")
+    raise DataError(
+        root,
+        "cannot tell the dataset layout (expected dataset.json, imagesTr/, images/, BraTS case folders or BTCV img/label)",
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -95,7 +104,13 @@ def _decathlon(root: Path) -> dict[str, list[Item]]:
             images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
             label = entry.get("label")
             case = _strip_ending(Path(images[0]).name)
-            items.append({"case": case, "image": [_resolve(root, p) for p in images], "label": _resolve(root, label) if label else None})
+            items.append(
+                {
+                    "case": case,
+                    "image": [_resolve(root, p) for p in images],
+                    "label": _resolve(root, label) if label else None,
+                }
+            )
         if items:
             out[section] = items
     return out
@@ -112,12 +127,14 @@ def _biplanar(root: Path) -> dict[str, list[Item]]:
             if missing:
                 raise DataError(root / "dataset.json", f"a {section!r} entry lacks {missing}: {entry}")
             label = entry.get("label")
-            items.append({
-                "case": entry.get("case") or _strip_ending(Path(entry["label"] or entry["image_coronal"]).name),
-                "image_coronal": _resolve(root, entry["image_coronal"]),
-                "image_sagittal": _resolve(root, entry["image_sagittal"]),
-                "label": _resolve(root, label) if label else None,
-            })  # fmt: skip
+            items.append(
+                {
+                    "case": entry.get("case") or _strip_ending(Path(entry["label"] or entry["image_coronal"]).name),
+                    "image_coronal": _resolve(root, entry["image_coronal"]),
+                    "image_sagittal": _resolve(root, entry["image_sagittal"]),
+                    "label": _resolve(root, label) if label else None,
+                }
+            )
         if items:
             out[section] = items
     return out
@@ -135,7 +152,9 @@ def _nnunet_folder(images: Path, labels: Path | None, ending: str, channels: int
         expected = channels if channels is not None else max(files) + 1
         missing = [c for c in range(expected) if c not in files]
         if missing:
-            raise DataError(images, f"case {case!r} lacks channel file(s) {[f'{case}_{c:04d}{ending}' for c in missing]}")
+            raise DataError(
+                images, f"case {case!r} lacks channel file(s) {[f'{case}_{c:04d}{ending}' for c in missing]}"
+            )
         label = labels / f"{case}{ending}" if labels is not None else None
         items.append({"case": case, "image": [files[c] for c in range(expected)], "label": label})
     return items
@@ -213,7 +232,9 @@ def _flat(root: Path) -> dict[str, list[Item]]:
     return {"training": items}
 
 
-def build_datalist(root: str | Path, spec: DatasetSpec | None = None, layout: str | None = None) -> dict[str, list[Item]]:
+def build_datalist(
+    root: str | Path, spec: DatasetSpec | None = None, layout: str | None = None
+) -> dict[str, list[Item]]:
     """Sections (``training``, and ``validation`` / ``test`` when the layout has them) of ``root``'s cases.
 
     ``layout`` defaults to what :func:`detect_layout` sees, else ``spec.layout`` (a BTCV copy
@@ -258,7 +279,9 @@ def kfold_split(items: Sequence[Item], n_folds: int = 5, fold: int = 0, seed: in
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     val_idx = set(order[fold::n_folds])
-    return [items[i] for i in range(len(items)) if i not in val_idx], [items[i] for i in range(len(items)) if i in val_idx]
+    return [items[i] for i in range(len(items)) if i not in val_idx], [
+        items[i] for i in range(len(items)) if i in val_idx
+    ]
 
 
 def to_monai(items: Sequence[Item]) -> list[dict[str, Any]]:
@@ -266,8 +289,11 @@ def to_monai(items: Sequence[Item]) -> list[dict[str, Any]]:
     out = []
     for it in items:
         if "image_coronal" in it:  # biplanar: two single-view images
-            d: dict[str, Any] = {"case": it["case"], "image_coronal": str(it["image_coronal"]),
-                                 "image_sagittal": str(it["image_sagittal"])}  # fmt: skip
+            d: dict[str, Any] = {
+                "case": it["case"],
+                "image_coronal": str(it["image_coronal"]),
+                "image_sagittal": str(it["image_sagittal"]),
+            }
             if it.get("label") is not None:
                 d["label"] = str(it["label"])
             out.append(d)

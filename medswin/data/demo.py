@@ -63,7 +63,10 @@ def template_dir() -> Path:
     """Folder of the MNI template files inside the installed nilearn wheel (nilearn is not imported)."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("nilearn", "the demo dataset needs the MNI template from nilearn: pip install 'medswin[demo]' (or pip install nilearn)")
+        raise DataError(
+            "nilearn",
+            "the demo dataset needs the MNI template from nilearn: pip install 'medswin[demo]' (or pip install nilearn)",
+        )
     folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     missing = [f for f in TEMPLATE_FILES.values() if not (folder / f).is_file()]
     if missing:
@@ -135,6 +138,11 @@ def build_mni_tissue(out_dir: str | Path) -> dict[str, Path]:
         meta["numTraining"], meta["numTest"] = 1, 1
         (folder / "dataset.json").write_text(json.dumps(meta, indent=2))
         (folder / "LICENSE-MNI.txt").write_text(MNI_COPYRIGHT)
-        log.info("wrote %s (%s voxels, label counts %s)", folder, t1_r.shape, np.bincount(labels.ravel(), minlength=4).tolist())
+        log.info(
+            "wrote %s (%s voxels, label counts %s)",
+            folder,
+            t1_r.shape,
+            np.bincount(labels.ravel(), minlength=4).tolist(),
+        )
         outputs[f"{res}mm"] = folder
     return outputs

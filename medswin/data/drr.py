@@ -87,8 +87,9 @@ def attenuation(hu: torch.Tensor) -> torch.Tensor:
     return torch.clamp(hu + 1000.0, min=0.0) / 1000.0
 
 
-def fit_geometry(volume: Volume, height: int = 128, width: int = 160, perspective: bool = False,
-                 pixel_spacing: float | None = None) -> DRRGeometry:  # fmt: skip
+def fit_geometry(
+    volume: Volume, height: int = 128, width: int = 160, perspective: bool = False, pixel_spacing: float | None = None
+) -> DRRGeometry:
     """Geometry centred on the volume whose detector covers its whole extent (unless ``pixel_spacing`` is given)."""
     shape = np.array(volume.spatial_shape)
     corners = np.array([volume.world([a * (n - 1) for a, n in zip(c, shape)]) for c in np.ndindex(2, 2, 2)])
@@ -133,7 +134,9 @@ def _ray_geometry(view: str, geom: DRRGeometry, half_extent: float, samples: int
     if not geom.perspective:
         t = torch.linspace(-half_extent, half_extent, samples, dtype=dtype, device=device)
         points = c + plane[:, :, None, :] / geom.magnification + t[None, None, :, None] * e_ray
-        step = torch.full((geom.height, geom.width, 1), 2 * half_extent / max(samples - 1, 1), dtype=dtype, device=device)
+        step = torch.full(
+            (geom.height, geom.width, 1), 2 * half_extent / max(samples - 1, 1), dtype=dtype, device=device
+        )
         return points, step
     source = c - SOURCE_TO_CENTRE_MM * e_ray
     detector = c + (SOURCE_TO_DETECTOR_MM - SOURCE_TO_CENTRE_MM) * e_ray + plane  # (H, W, 3)
@@ -147,8 +150,9 @@ def _ray_geometry(view: str, geom: DRRGeometry, half_extent: float, samples: int
     return points, step
 
 
-def project(volume: Volume, geom: DRRGeometry, view: str, samples: int | None = None,
-            device: str | torch.device = "cpu") -> torch.Tensor:  # fmt: skip
+def project(
+    volume: Volume, geom: DRRGeometry, view: str, samples: int | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Line integrals of attenuation ``(H, W)`` (mm water-equivalent) for ``view`` of a CT ``volume`` in HU."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
@@ -181,17 +185,30 @@ def resample_label(label: Volume, geom: DRRGeometry, device: str | torch.device 
     lab = torch.as_tensor(np.asarray(label.array[0], dtype=np.float32), device=device)
     affine = torch.as_tensor(label.affine, dtype=torch.float32, device=device)
     target = torch.as_tensor(geom.label_affine(), dtype=torch.float32, device=device)
-    idx = torch.stack(torch.meshgrid(
-        torch.arange(geom.height, device=device), torch.arange(geom.height, device=device),
-        torch.arange(geom.width, device=device), indexing="ij"), -1).to(torch.float32)  # fmt: skip
+    idx = torch.stack(
+        torch.meshgrid(
+            torch.arange(geom.height, device=device),
+            torch.arange(geom.height, device=device),
+            torch.arange(geom.width, device=device),
+            indexing="ij",
+        ),
+        -1,
+    ).to(torch.float32)
     world = idx @ target[:3, :3].T + target[:3, 3]
     out = _sample(lab, affine, world, mode="nearest")
     return out.round().to(torch.int64).cpu().numpy()
 
 
-def make_drrs(ct: Volume, label: Volume | None = None, height: int = 128, width: int = 160,
-              perspective: bool = False, pixel_spacing: float | None = None, scale: bool = True,
-              device: str | torch.device = "cpu") -> dict[str, Any]:  # fmt: skip
+def make_drrs(
+    ct: Volume,
+    label: Volume | None = None,
+    height: int = 128,
+    width: int = 160,
+    perspective: bool = False,
+    pixel_spacing: float | None = None,
+    scale: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """Both views (``coronal``, ``sagittal``: ``(H, W)`` float32 in [0, 1] when ``scale``), the
     view-aligned label (``(H, H, W)`` or None) and the ``geometry``."""
     geom = fit_geometry(ct, height, width, perspective, pixel_spacing)
@@ -233,11 +250,19 @@ def write_drrs(result: dict[str, Any], out_dir: str | Path, stem: str = "") -> d
         tmp.replace(png)
         written[f"{view}_png"] = png
     if result.get("label") is not None:
-        written["label"] = write_nifti(result["label"].astype(np.uint8), geom.label_affine(), out_dir / f"{stem}label.nii.gz")
-    meta = {"height": geom.height, "width": geom.width, "pixel_spacing_mm": geom.pixel_spacing,
-            "perspective": geom.perspective, "centre_mm": list(geom.centre),
-            "label_affine": geom.label_affine().tolist(),
-            "source_to_centre_mm": SOURCE_TO_CENTRE_MM, "source_to_detector_mm": SOURCE_TO_DETECTOR_MM}  # fmt: skip
+        written["label"] = write_nifti(
+            result["label"].astype(np.uint8), geom.label_affine(), out_dir / f"{stem}label.nii.gz"
+        )
+    meta = {
+        "height": geom.height,
+        "width": geom.width,
+        "pixel_spacing_mm": geom.pixel_spacing,
+        "perspective": geom.perspective,
+        "centre_mm": list(geom.centre),
+        "label_affine": geom.label_affine().tolist(),
+        "source_to_centre_mm": SOURCE_TO_CENTRE_MM,
+        "source_to_detector_mm": SOURCE_TO_DETECTOR_MM,
+    }
     (out_dir / f"{stem}drr.json").write_text(json.dumps(meta, indent=2))
     written["meta"] = out_dir / f"{stem}drr.json"
     return written
@@ -271,7 +296,9 @@ def load_view(path: str | Path) -> np.ndarray:
     return minmax(torch.as_tensor(arr)).numpy().astype(np.float32)
 
 
-def drr_from_files(ct_path: str | Path, label_path: str | Path | None, out_dir: str | Path, **kwargs: Any) -> dict[str, Path]:
+def drr_from_files(
+    ct_path: str | Path, label_path: str | Path | None, out_dir: str | Path, **kwargs: Any
+) -> dict[str, Path]:
     """Read a CT (and label), make both DRRs and the aligned label, write them to ``out_dir``."""
     ct = load_volume(ct_path)
     if ct.channels != 1:

@@ -200,9 +200,10 @@ def inspect_dicom_series(folder: str | os.PathLike, series_uid: str | None = Non
     for (path, _), ori in zip(items, orientations):
         if not np.allclose(ori, ref, atol=1e-4):
             raise DataError(
-                folder, f"inconsistent slice orientation: {items[0][0].name} has {ref.round(4).tolist()}, "
-                f"{path.name} has {ori.round(4).tolist()}"
-            )  # fmt: skip
+                folder,
+                f"inconsistent slice orientation: {items[0][0].name} has {ref.round(4).tolist()}, "
+                f"{path.name} has {ori.round(4).tolist()}",
+            )
     normal = np.cross(ref[:3], ref[3:])
     pos = np.array([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))) for _, ds in items])
     order = np.argsort(pos, kind="stable")
@@ -213,21 +214,26 @@ def inspect_dicom_series(folder: str | os.PathLike, series_uid: str | None = Non
         dup = np.where(steps < 1e-3)[0]
         if len(dup):
             i = int(dup[0])
-            raise DataError(folder, f"duplicate slices at position {pos[i]:.3f} mm: {files[i].name} and {files[i + 1].name}")
+            raise DataError(
+                folder, f"duplicate slices at position {pos[i]:.3f} mm: {files[i].name} and {files[i + 1].name}"
+            )
         spacing = float(np.median(steps))
         gaps = np.where(steps > SLICE_GAP_FACTOR * spacing)[0]
         if len(gaps):
             i = int(gaps[0])
             missing = round(steps[i] / spacing) - 1
             raise DataError(
-                folder, f"missing slice(s): gap of {steps[i]:.3f} mm between {files[i].name} ({pos[i]:.3f}) and "
-                f"{files[i + 1].name} ({pos[i + 1]:.3f}), usual step {spacing:.3f} mm (~{missing} missing)"
-            )  # fmt: skip
+                folder,
+                f"missing slice(s): gap of {steps[i]:.3f} mm between {files[i].name} ({pos[i]:.3f}) and "
+                f"{files[i + 1].name} ({pos[i + 1]:.3f}), usual step {spacing:.3f} mm (~{missing} missing)",
+            )
         deviation = float(np.max(np.abs(steps - spacing)) / spacing)
         if deviation > SPACING_ERROR_TOLERANCE:
             raise DataError(folder, f"uneven slice spacing: steps from {steps.min():.3f} to {steps.max():.3f} mm")
         if deviation > SPACING_WARNING_TOLERANCE:
-            warnings.warn(f"{folder}: slice spacing varies by {100 * deviation:.2f}% (median {spacing:.4f} mm)", stacklevel=2)
+            warnings.warn(
+                f"{folder}: slice spacing varies by {100 * deviation:.2f}% (median {spacing:.4f} mm)", stacklevel=2
+            )
     description = str(getattr(items[0][1], "SeriesDescription", ""))
     return DicomSeries(uid, description, tuple(files), tuple(float(p) for p in pos), spacing)
 
@@ -367,7 +373,9 @@ def load_volume(path: str | os.PathLike, series_uid: str | None = None, reader: 
     if reader != "sitk":
         raise ValueError(f"unknown reader {reader!r}; use auto, nibabel, sitk or pydicom")
     if not path.is_dir() and not name.endswith(SITK_ENDINGS):
-        raise DataError(path, f"unsupported file type (supported: {', '.join(NIFTI_ENDINGS + SITK_ENDINGS)}, DICOM folders)")
+        raise DataError(
+            path, f"unsupported file type (supported: {', '.join(NIFTI_ENDINGS + SITK_ENDINGS)}, DICOM folders)"
+        )
     sitk_reader = SimpleITKReader(series_uid)
     image = sitk_reader.read(path)
     return Volume(sitk_array(image), sitk_affine(image), str(path), {"reader": "sitk"})
@@ -413,7 +421,10 @@ def check_label(label: Volume, allowed_values: Sequence[int], dataset: str = "")
 def check_pair(image: Volume, label: Volume, atol_mm: float = 1e-3) -> None:
     """Raise :class:`DataError` when image and label disagree in shape or in their affine (world grid)."""
     if image.spatial_shape != label.spatial_shape:
-        raise DataError(label.path, f"label shape {label.spatial_shape} does not match image shape {image.spatial_shape} ({image.path})")
+        raise DataError(
+            label.path,
+            f"label shape {label.spatial_shape} does not match image shape {image.spatial_shape} ({image.path})",
+        )
     diff = float(np.max(np.abs(image.affine - label.affine)))
     if diff > atol_mm:
         raise DataError(label.path, f"label affine differs from the image's ({image.path}) by up to {diff:.4g} mm")
@@ -462,6 +473,8 @@ def write_like(array: np.ndarray, reference: Volume, path: str | os.PathLike) ->
     """Write ``array`` (``(X, Y, Z)`` or ``(C, X, Y, Z)``) on ``reference``'s grid (its affine) atomically."""
     spatial = array.shape[-3:]
     if tuple(spatial) != reference.spatial_shape:
-        raise ValueError(f"array shape {array.shape} does not match the reference grid {reference.spatial_shape} ({reference.path})")
+        raise ValueError(
+            f"array shape {array.shape} does not match the reference grid {reference.spatial_shape} ({reference.path})"
+        )
     out = array if array.ndim == 3 else np.moveaxis(array, 0, -1)
     return write_nifti(out, reference.affine, path)

@@ -28,9 +28,17 @@ TASKS = ("segmentation", "biplanar")
 FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", "dicom")
 NORMALIZATIONS = ("ct", "zscore", "none")
 REQUIRED = (
-    "description", "channel_names", "labels", "file_ending", "layout", "target_spacing", "normalization",
-    "roi_size", "licence", "source",
-)  # fmt: skip
+    "description",
+    "channel_names",
+    "labels",
+    "file_ending",
+    "layout",
+    "target_spacing",
+    "normalization",
+    "roi_size",
+    "licence",
+    "source",
+)
 OPTIONAL = ("task", "regions", "case_pattern", "channel_suffixes", "citation")
 
 
@@ -173,7 +181,9 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
     suffixes = dict(entry.get("channel_suffixes") or {})
     if entry["layout"] == "brats":
         if not entry.get("case_pattern"):
-            raise _fail(origin, name, "case_pattern", "the brats layout needs a case folder pattern, e.g. 'BraTS2021_*'")
+            raise _fail(
+                origin, name, "case_pattern", "the brats layout needs a case folder pattern, e.g. 'BraTS2021_*'"
+            )
         missing = [c for c in [*channels, "label"] if c not in suffixes]
         if missing:
             raise _fail(origin, name, "channel_suffixes", f"the brats layout needs a file suffix for {missing}")
@@ -234,5 +244,7 @@ def get_dataset_spec(name: str, extra_files: Iterable[str | Path] = ()) -> Datas
     """One spec by name; an unknown name lists the available ones."""
     specs = load_dataset_specs(extra_files)
     if name not in specs:
-        raise DatasetSpecError(f"unknown dataset {name!r}; known: {', '.join(sorted(specs))} (add yours with --datasets FILE)")
+        raise DatasetSpecError(
+            f"unknown dataset {name!r}; known: {', '.join(sorted(specs))} (add yours with --datasets FILE)"
+        )
     return specs[name]

@@ -159,7 +159,9 @@ def make_spine_phantom(
         inside = (((grid - centre) / radius) ** 2).sum(-1) <= 1.0
         label[inside] = k + 1
         hu[inside] = rng.uniform(600, 900)
-        disc = (np.abs(grid[..., 2] - z_edges[k + 1]) < 0.02) & ((((grid[..., :2] - centre[:2]) / radius[:2]) ** 2).sum(-1) <= 1)
+        disc = (np.abs(grid[..., 2] - z_edges[k + 1]) < 0.02) & (
+            (((grid[..., :2] - centre[:2]) / radius[:2]) ** 2).sum(-1) <= 1
+        )
         hu[disc & (label == 0)] = 80.0
     hu = hu + rng.normal(0, 15, size=shape)
     return Phantom(hu[None].astype(np.float32), label, tuple(float(s) for s in spacing))  # type: ignore[arg-type]
@@ -193,7 +195,10 @@ def write_synthetic_dataset(
     Flat: ``images/case_NNN.nii.gz`` + ``labels/case_NNN.nii.gz``.
     """
     root = Path(root)
-    labels = labels or {"background": 0, **{f"class{k}": k for k in range(1, int(max(c.label.max() for c in cases)) + 1)}}
+    labels = labels or {
+        "background": 0,
+        **{f"class{k}": k for k in range(1, int(max(c.label.max() for c in cases)) + 1)},
+    }
     if layout == "decathlon":
         training = []
         for i, case in enumerate(cases):
@@ -203,11 +208,15 @@ def write_synthetic_dataset(
             write_nifti(case.label, case.affine, root / "labelsTr" / name)
             training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         meta = {
-            "name": root.name, "tensorImageSize": "4D" if len(channel_names) > 1 else "3D",
+            "name": root.name,
+            "tensorImageSize": "4D" if len(channel_names) > 1 else "3D",
             "modality": {str(i): n for i, n in enumerate(channel_names)},
-            "labels": {str(v): k for k, v in labels.items()}, "numTraining": len(cases), "numTest": 0,
-            "training": training, "test": [],
-        }  # fmt: skip
+            "labels": {str(v): k for k, v in labels.items()},
+            "numTraining": len(cases),
+            "numTest": 0,
+            "training": training,
+            "test": [],
+        }
         (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     elif layout == "nnunet":
         for i, case in enumerate(cases):
@@ -215,9 +224,11 @@ def write_synthetic_dataset(
                 write_nifti(case.image[c], case.affine, root / "imagesTr" / f"case_{i:03d}_{c:04d}.nii.gz")
             write_nifti(case.label, case.affine, root / "labelsTr" / f"case_{i:03d}.nii.gz")
         meta = {
-            "channel_names": {str(i): n for i, n in enumerate(channel_names)}, "labels": dict(labels),
-            "numTraining": len(cases), "file_ending": ".nii.gz",
-        }  # fmt: skip
+            "channel_names": {str(i): n for i, n in enumerate(channel_names)},
+            "labels": dict(labels),
+            "numTraining": len(cases),
+            "file_ending": ".nii.gz",
+        }
         (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     elif layout == "brats":
         naming = BRATS_SUFFIXES[brats_year]
@@ -233,7 +244,9 @@ def write_synthetic_dataset(
             num = f"{i + 1:04d}"
             write_nifti(case.image[0], case.affine, base / "img" / f"img{num}.nii.gz")
             write_nifti(case.label, case.affine, base / "label" / f"label{num}.nii.gz")
-            entries.append({"image": f"RawData/Training/img/img{num}.nii.gz", "label": f"RawData/Training/label/label{num}.nii.gz"})
+            entries.append(
+                {"image": f"RawData/Training/img/img{num}.nii.gz", "label": f"RawData/Training/label/label{num}.nii.gz"}
+            )
         if btcv_dataset_json:
             split = max(1, len(entries) - 1)
             (root / "dataset_0.json").write_text(

@@ -70,7 +70,9 @@ class LabelToRegions(Transform):
 class LabelToRegionsd(MapTransform):
     """Dictionary version of :class:`LabelToRegions`."""
 
-    def __init__(self, keys: KeysCollection, regions: Mapping[str, Sequence[int]], allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, regions: Mapping[str, Sequence[int]], allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.converter = LabelToRegions(regions)
 
@@ -136,7 +138,11 @@ class RandBiplanarAugmentd(Randomizable, MapTransform):
         if fy:
             sag, lab = sag.flip(1), lab.flip(2)
         if self.shift:
-            cor, sag, lab = self._shift(cor, 2, self.shift), self._shift(sag, 2, self.shift), self._shift(lab, 3, self.shift)
+            cor, sag, lab = (
+                self._shift(cor, 2, self.shift),
+                self._shift(sag, 2, self.shift),
+                self._shift(lab, 3, self.shift),
+            )
         d[VIEW_KEYS[0]], d[VIEW_KEYS[1]], d["label"] = cor, sag, lab
         return d
 
@@ -144,22 +150,29 @@ class RandBiplanarAugmentd(Randomizable, MapTransform):
 def biplanar_train_transforms(spec: DatasetSpec) -> Compose:
     """Swin-X2S training: load the two views and the 3D label, joint flips and shift, intensity jitter."""
     keys = [*VIEW_KEYS, "label"]
-    return Compose([
-        LoadImaged(keys, reader=NibabelReader(), image_only=True), EnsureChannelFirstd(keys, channel_dim="no_channel"),
-        EnsureTyped(keys, track_meta=False), RandBiplanarAugmentd(),
-        RandScaleIntensityd(list(VIEW_KEYS), factors=0.1, prob=0.5),
-        RandShiftIntensityd(list(VIEW_KEYS), offsets=0.1, prob=0.5),
-        EnsureTyped(keys, track_meta=False),  # the intensity transforms re-wrap as MetaTensor
-    ])  # fmt: skip
+    return Compose(
+        [
+            LoadImaged(keys, reader=NibabelReader(), image_only=True),
+            EnsureChannelFirstd(keys, channel_dim="no_channel"),
+            EnsureTyped(keys, track_meta=False),
+            RandBiplanarAugmentd(),
+            RandScaleIntensityd(list(VIEW_KEYS), factors=0.1, prob=0.5),
+            RandShiftIntensityd(list(VIEW_KEYS), offsets=0.1, prob=0.5),
+            EnsureTyped(keys, track_meta=False),  # the intensity transforms re-wrap as MetaTensor
+        ]
+    )
 
 
 def biplanar_val_transforms(spec: DatasetSpec) -> Compose:
     """Swin-X2S validation: the two views and the 3D label, as stored."""
     keys = [*VIEW_KEYS, "label"]
-    return Compose([
-        LoadImaged(keys, reader=NibabelReader(), image_only=True), EnsureChannelFirstd(keys, channel_dim="no_channel"),
-        EnsureTyped(keys),
-    ])  # fmt: skip
+    return Compose(
+        [
+            LoadImaged(keys, reader=NibabelReader(), image_only=True),
+            EnsureChannelFirstd(keys, channel_dim="no_channel"),
+            EnsureTyped(keys),
+        ]
+    )
 
 
 def reader_for(spec: DatasetSpec) -> ImageReader:
@@ -173,7 +186,9 @@ def intensity_transform(spec: DatasetSpec, keys: KeysCollection = "image") -> Ma
     if n["type"] == "none":
         return EnsureTyped(keys)
     if n["type"] == "ct":
-        return ScaleIntensityRanged(keys, a_min=n["a_min"], a_max=n["a_max"], b_min=n["b_min"], b_max=n["b_max"], clip=n["clip"])
+        return ScaleIntensityRanged(
+            keys, a_min=n["a_min"], a_max=n["a_max"], b_min=n["b_min"], b_max=n["b_max"], clip=n["clip"]
+        )
     return NormalizeIntensityd(keys, nonzero=n["nonzero"], channel_wise=n["channel_wise"])
 
 
@@ -203,11 +218,17 @@ def train_transforms(
             CropForegroundd(keys, source_key="image", allow_smaller=True),
             SpatialPadd(keys, spatial_size=roi),
             RandCropByPosNegLabeld(
-                keys, label_key="label", spatial_size=roi, pos=pos, neg=neg, num_samples=num_samples,
+                keys,
+                label_key="label",
+                spatial_size=roi,
+                pos=pos,
+                neg=neg,
+                num_samples=num_samples,
                 # CT: background patches only where there is tissue (air is 0 after the window);
                 # MRI: anywhere outside the labels (brain MRI is labelled wall to wall inside the mask)
-                image_key="image" if spec.is_ct else None, image_threshold=0,
-            ),  # fmt: skip
+                image_key="image" if spec.is_ct else None,
+                image_threshold=0,
+            ),
             RandFlipd(keys, prob=0.5, spatial_axis=0),
             RandFlipd(keys, prob=0.5, spatial_axis=1),
             RandFlipd(keys, prob=0.5, spatial_axis=2),

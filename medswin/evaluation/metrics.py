@@ -76,8 +76,15 @@ __all__ = [
 BRATS_EMPTY_HD95 = 373.13  # mm: the BraTS challenge's HD95 when exactly one of prediction / truth is empty
 CASE_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
 METRIC_KEYS = (
-    "dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml", "centroid_error_mm", "identified",
-)  # fmt: skip
+    "dice",
+    "hd95",
+    "nsd",
+    "volume_pred_ml",
+    "volume_gt_ml",
+    "volume_diff_ml",
+    "centroid_error_mm",
+    "identified",
+)
 ID_DISTANCE_MM = 20.0  # a structure is identified when its predicted centroid is within this of the truth's
 
 
@@ -113,9 +120,7 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def _surface_distances(
-    pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray]:
+def _surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) pred-surface -> gt-surface and gt-surface -> pred-surface; both masks non-empty.
 
     Everything happens inside the bounding box of ``pred | gt`` (plus one voxel): every surface voxel
@@ -199,8 +204,14 @@ def binary_metrics(
     within += int(np.count_nonzero(d_gt_pred.astype(np.float32) <= tau))
     nsd = within / (d_pred_gt.size + d_gt_pred.size)
     error = centroid_distance(pred, gt, spacing)
-    return {"dice": float(dice), "hd95": hd95, "nsd": float(nsd), **volumes, "centroid_error_mm": error,
-            "identified": float(error <= ID_DISTANCE_MM)}  # fmt: skip
+    return {
+        "dice": float(dice),
+        "hd95": hd95,
+        "nsd": float(nsd),
+        **volumes,
+        "centroid_error_mm": error,
+        "identified": float(error <= ID_DISTANCE_MM),
+    }
 
 
 def centroid_distance(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
@@ -301,9 +312,12 @@ def match_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[
         raise DataError(gt_dir, f"no ground-truth files ({', '.join(CASE_FILE_ENDINGS)}) in this folder")
     missing = [case for case in gts if case not in preds]
     if missing:
-        expected = [pred_dir / f"{case}{gts[case].name[len(case):]}" for case in missing]
-        hints = [f"found {case}_0000* instead of {p.name} (an image-style name): rename it"
-                 for case, p in zip(missing, expected) if any(c.startswith(f"{case}_0000") for c in preds)]  # fmt: skip
+        expected = [pred_dir / f"{case}{gts[case].name[len(case) :]}" for case in missing]
+        hints = [
+            f"found {case}_0000* instead of {p.name} (an image-style name): rename it"
+            for case, p in zip(missing, expected)
+            if any(c.startswith(f"{case}_0000") for c in preds)
+        ]
         names = ", ".join(str(p) for p in expected[:10])
         if len(expected) > 10:
             names += f" and {len(expected) - 10} more"
@@ -314,8 +328,9 @@ def match_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[
     extra = sorted(set(preds) - set(gts))
     if extra:
         listing = ", ".join(preds[c].name for c in extra[:10]) + (" ..." if len(extra) > 10 else "")
-        log.warning("%s: %d prediction(s) without ground truth in %s ignored: %s", pred_dir, len(extra), gt_dir,
-                    listing)  # fmt: skip
+        log.warning(
+            "%s: %d prediction(s) without ground truth in %s ignored: %s", pred_dir, len(extra), gt_dir, listing
+        )
     return [(case, preds[case], gts[case]) for case in sorted(gts)]
 
 
@@ -364,14 +379,22 @@ def evaluate_pairs(
             problem = f"prediction is not on the grid of its ground truth {gt_path}: {detail}"
             raise DataError(pred_path, problem) from None
         scores = case_metrics(
-            pred.array[0], gt.array[0], gt.spacing, classes=classes, regions=spec.regions or None,
-            nsd_tolerance_mm=nsd_tolerance_mm, brats=brats,
-        )  # fmt: skip
+            pred.array[0],
+            gt.array[0],
+            gt.spacing,
+            classes=classes,
+            regions=spec.regions or None,
+            nsd_tolerance_mm=nsd_tolerance_mm,
+            brats=brats,
+        )
         for name, values in scores.items():
             row = {"case": str(case), "class": name, **values, "pred_path": str(pred_path), "gt_path": str(gt_path)}
             rows.append(row)
         log.info(
-            "[%d/%d] %s: %s", index, len(pairs), case,
+            "[%d/%d] %s: %s",
+            index,
+            len(pairs),
+            case,
             ", ".join(f"{name} Dice {values['dice']:.4f}" for name, values in scores.items()),
-        )  # fmt: skip
+        )
     return rows

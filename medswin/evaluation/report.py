@@ -41,16 +41,35 @@ log = logging.getLogger(__name__)
 __all__ = ["CSV_COLUMNS", "SUMMARY_METRICS", "markdown_table", "summarize", "write_report"]
 
 CSV_COLUMNS = (
-    "case", "class", "dice", "hd95", "nsd", "volume_pred_ml", "volume_gt_ml", "volume_diff_ml", "centroid_error_mm",
+    "case",
+    "class",
+    "dice",
+    "hd95",
+    "nsd",
+    "volume_pred_ml",
+    "volume_gt_ml",
+    "volume_diff_ml",
+    "centroid_error_mm",
     "identified",
-)  # fmt: skip
+)
 SUMMARY_METRICS = ("dice", "hd95", "nsd", "centroid_error_mm", "identified")
 # overlay colours per label (RGB), in the order of the spec's foreground labels
 _PALETTE = (
-    (0.90, 0.10, 0.10), (0.10, 0.75, 0.10), (0.15, 0.35, 0.95), (0.95, 0.85, 0.10), (0.90, 0.20, 0.90),
-    (0.10, 0.85, 0.85), (1.00, 0.55, 0.00), (0.55, 0.25, 0.05), (0.60, 0.60, 1.00), (0.50, 0.90, 0.50),
-    (1.00, 0.60, 0.75), (0.50, 0.50, 0.00), (0.00, 0.50, 0.50), (0.70, 0.70, 0.70),
-)  # fmt: skip
+    (0.90, 0.10, 0.10),
+    (0.10, 0.75, 0.10),
+    (0.15, 0.35, 0.95),
+    (0.95, 0.85, 0.10),
+    (0.90, 0.20, 0.90),
+    (0.10, 0.85, 0.85),
+    (1.00, 0.55, 0.00),
+    (0.55, 0.25, 0.05),
+    (0.60, 0.60, 1.00),
+    (0.50, 0.90, 0.50),
+    (1.00, 0.60, 0.75),
+    (0.50, 0.50, 0.00),
+    (0.00, 0.50, 0.50),
+    (0.70, 0.70, 0.70),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,8 +252,15 @@ def _axial_slice(*masks: np.ndarray) -> int:
     return int((hits[0] + hits[-1]) // 2)
 
 
-def _overlay(case: str, mean_dice: float, which: str, image_path: str | os.PathLike, row: Mapping[str, Any],
-             spec: DatasetSpec, path: Path) -> Path:  # fmt: skip
+def _overlay(
+    case: str,
+    mean_dice: float,
+    which: str,
+    image_path: str | os.PathLike,
+    row: Mapping[str, Any],
+    spec: DatasetSpec,
+    path: Path,
+) -> Path:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -269,13 +295,25 @@ def _overlay(case: str, mean_dice: float, which: str, image_path: str | os.PathL
         index = np.zeros(slab.shape, dtype=np.int64)
         for i, value in enumerate(values, 1):
             index[slab == value] = i
-        ax.imshow(picture, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower", aspect=aspect,
-                  interpolation="nearest")  # fmt: skip
+        ax.imshow(
+            picture,
+            cmap="gray",
+            vmin=lo,
+            vmax=hi if hi > lo else lo + 1,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
         ax.imshow(index, cmap=cmap, vmin=0, vmax=len(values), origin="lower", aspect=aspect, interpolation="nearest")
         for i, value in enumerate(values):
             if np.any(slab == value):
-                ax.contour((slab == value).astype(np.float32), levels=[0.5], colors=[_PALETTE[i % len(_PALETTE)]],
-                           linewidths=0.8, origin="lower")  # fmt: skip
+                ax.contour(
+                    (slab == value).astype(np.float32),
+                    levels=[0.5],
+                    colors=[_PALETTE[i % len(_PALETTE)]],
+                    linewidths=0.8,
+                    origin="lower",
+                )
         ax.set_title(title)
         ax.set_axis_off()
     names = {value: name for name, value in spec.labels.items()}

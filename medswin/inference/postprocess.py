@@ -31,7 +31,9 @@ def region_label_values(regions: Mapping[str, Sequence[int]]) -> dict[str, int]:
     return owned
 
 
-def regions_to_labels(probs: torch.Tensor, regions: Mapping[str, Sequence[int]], threshold: float = 0.5) -> torch.Tensor:
+def regions_to_labels(
+    probs: torch.Tensor, regions: Mapping[str, Sequence[int]], threshold: float = 0.5
+) -> torch.Tensor:
     """Region probabilities ``(R, X, Y, Z)`` -> label map ``(X, Y, Z)`` with the dataset's label values."""
     owned = region_label_values(regions)
     order = sorted(range(len(regions)), key=lambda i: -len(list(regions.values())[i]))

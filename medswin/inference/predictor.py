@@ -99,9 +99,15 @@ def predict_logits(
     device = next(model.parameters()).device
     with torch.inference_mode(), autocast(amp, device):
         logits = sliding_window_inference(
-            image, tuple(roi_size), sw_batch_size, model,
-            overlap=overlap, mode="gaussian", sw_device=device, device=image.device,
-        )  # fmt: skip
+            image,
+            tuple(roi_size),
+            sw_batch_size,
+            model,
+            overlap=overlap,
+            mode="gaussian",
+            sw_device=device,
+            device=image.device,
+        )
     return torch.as_tensor(logits).float()
 
 
@@ -187,9 +193,13 @@ class Predictor:
             raise ValueError(f"the model takes {in_channels} channel(s), dataset {spec.name!r} has {spec.num_channels}")
         out_channels = getattr(model, "out_channels", spec.out_channels)
         if out_channels != spec.out_channels:
-            raise ValueError(f"the model predicts {out_channels} channel(s), dataset {spec.name!r} needs {spec.out_channels}")
+            raise ValueError(
+                f"the model predicts {out_channels} channel(s), dataset {spec.name!r} needs {spec.out_channels}"
+            )
         self.sw_batch_size = (
-            auto_sw_batch_size(self.model, self.roi, self.device, spec.num_channels) if sw_batch_size == "auto" else int(sw_batch_size)
+            auto_sw_batch_size(self.model, self.roi, self.device, spec.num_channels)
+            if sw_batch_size == "auto"
+            else int(sw_batch_size)
         )
         self.streaming, self.memory_budget_gb, self.compile = streaming, float(memory_budget_gb), compile
         self.engine()  # validates the options
@@ -199,9 +209,14 @@ class Predictor:
     def engine(self, **overrides: Any) -> SlidingWindow:
         """The sliding-window engine for this predictor's current settings (``overrides`` replace them)."""
         options: dict[str, Any] = dict(
-            roi_size=self.roi, overlap=self.overlap, sw_batch_size=self.sw_batch_size, amp=self.amp,
-            compile=self.compile, streaming=self.streaming, memory_budget_gb=self.memory_budget_gb,
-        )  # fmt: skip
+            roi_size=self.roi,
+            overlap=self.overlap,
+            sw_batch_size=self.sw_batch_size,
+            amp=self.amp,
+            compile=self.compile,
+            streaming=self.streaming,
+            memory_budget_gb=self.memory_budget_gb,
+        )
         options.update(overrides)
         return SlidingWindow(**options)
 
@@ -209,8 +224,10 @@ class Predictor:
         """Adapt to every volume before predicting it.  The adapter must wrap this predictor's model
         object; its unset roi / overlap / amp / sigmoid settings become the predictor's."""
         if adapter.model is not self.model:
-            raise ValueError(f"the {type(adapter).__name__} adapter wraps a different model object than the predictor's "
-                             f"{type(self.model).__name__}: build it on predictor.model")  # fmt: skip
+            raise ValueError(
+                f"the {type(adapter).__name__} adapter wraps a different model object than the predictor's "
+                f"{type(self.model).__name__}: build it on predictor.model"
+            )
         adapter.bind(self.roi, self.overlap, self.amp, bool(self.spec.regions))
         self.adapter = adapter
 
@@ -223,8 +240,12 @@ class Predictor:
 
         ckpt = load_checkpoint(path)
         spec = spec_from_dict(ckpt["spec"])
-        model = create_model(ckpt["model_name"], in_channels=ckpt["in_channels"], out_channels=ckpt["out_channels"],
-                             **ckpt.get("model_kwargs", {}))  # fmt: skip
+        model = create_model(
+            ckpt["model_name"],
+            in_channels=ckpt["in_channels"],
+            out_channels=ckpt["out_channels"],
+            **ckpt.get("model_kwargs", {}),
+        )
         model.load_state_dict(ckpt["model"])
         options.setdefault("roi_size", ckpt.get("roi_size"))
         return cls(model, spec, **options)
@@ -265,7 +286,9 @@ class Predictor:
             labels[~(image != 0).any(1)] = 0
         return labels
 
-    def predict(self, image_path: str | os.PathLike | Sequence[str | os.PathLike], series_uid: str | None = None) -> Prediction:
+    def predict(
+        self, image_path: str | os.PathLike | Sequence[str | os.PathLike], series_uid: str | None = None
+    ) -> Prediction:
         """Predict one case (a file, a DICOM folder, or one file per channel) on its own grid."""
         from ..data.io import SimpleITKReader
         from ..data.transforms import infer_transforms, invert_transforms
@@ -290,8 +313,11 @@ class Predictor:
             raise DataError(source, f"cannot load or transform the input ({type(cause).__name__}: {cause})") from None
         image = data["image"]
         if image.shape[0] != self.spec.num_channels:
-            raise DataError(source, f"has {image.shape[0]} channel(s), the model expects {self.spec.num_channels} "
-                            f"({', '.join(self.spec.channel_names)})")  # fmt: skip
+            raise DataError(
+                source,
+                f"has {image.shape[0]} channel(s), the model expects {self.spec.num_channels} "
+                f"({', '.join(self.spec.channel_names)})",
+            )
         if not torch.isfinite(image).all():
             raise DataError(source, "image contains NaN/inf voxels")
         if self.engine().streams(image.shape[1:], self.spec.out_channels):
@@ -315,8 +341,12 @@ class Predictor:
         from ..data.transforms import invert_transforms
         from .postprocess import keep_largest_component
 
-        log.info("%s: %s voxels over the %.1f GiB accumulator budget: streaming labels", source, tuple(image.shape[1:]),
-                 self.memory_budget_gb)  # fmt: skip
+        log.info(
+            "%s: %s voxels over the %.1f GiB accumulator budget: streaming labels",
+            source,
+            tuple(image.shape[1:]),
+            self.memory_budget_gb,
+        )
         labels = self.streamed_labels(image.as_tensor()[None])
         data["pred"] = MetaTensor(labels, meta=image.meta, applied_operations=image.applied_operations)
         inverted_meta = invert_transforms(pipeline, "pred", nearest=True)(data)["pred"]
@@ -351,7 +381,12 @@ class Predictor:
         raise ValueError(f"unknown output format {fmt!r}; use nifti or dicom-seg")
 
     def predict_cases(
-        self, cases: Sequence[tuple[str, list[Path]]], out_dir: str | os.PathLike, fmt: str = "nifti", rank: int = 0, world_size: int = 1
+        self,
+        cases: Sequence[tuple[str, list[Path]]],
+        out_dir: str | os.PathLike,
+        fmt: str = "nifti",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> list[Path]:
         """Predict many cases into ``out_dir`` (``{case}.nii.gz`` / ``{case}.dcm``); rank r takes cases r, r+N, ..."""
         out_dir = Path(out_dir)
@@ -457,7 +492,9 @@ class BiplanarPredictor:
     to the coronal view (``meta/{case}_drr.json`` or ``drr.json``), else with ``spacing`` mm voxels.
     """
 
-    def __init__(self, model: nn.Module, spec: DatasetSpec, amp: str = "auto", device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, spec: DatasetSpec, amp: str = "auto", device: str | torch.device | None = None
+    ) -> None:
         if not getattr(model, "biplanar", False):
             raise ValueError(f"{type(model).__name__} does not take two X-ray views")
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -470,8 +507,12 @@ class BiplanarPredictor:
         from ..training.checkpoint import load_checkpoint, spec_from_dict
 
         ckpt = load_checkpoint(path)
-        model = create_model(ckpt["model_name"], in_channels=ckpt["in_channels"], out_channels=ckpt["out_channels"],
-                             **ckpt.get("model_kwargs", {}))  # fmt: skip
+        model = create_model(
+            ckpt["model_name"],
+            in_channels=ckpt["in_channels"],
+            out_channels=ckpt["out_channels"],
+            **ckpt.get("model_kwargs", {}),
+        )
         model.load_state_dict(ckpt["model"])
         return cls(model, spec_from_dict(ckpt["spec"]), **options)
 
@@ -492,8 +533,9 @@ class BiplanarPredictor:
         labels = _to_labels(torch.softmax(logits, 0), self.spec, largest_component=False)
         return labels.cpu().numpy().astype(np.int16)
 
-    def predict_file(self, coronal: str | os.PathLike, sagittal: str | os.PathLike, out_path: str | os.PathLike,
-                     spacing: float = 1.0) -> Path:  # fmt: skip
+    def predict_file(
+        self, coronal: str | os.PathLike, sagittal: str | os.PathLike, out_path: str | os.PathLike, spacing: float = 1.0
+    ) -> Path:
         """Predict and write the label volume as NIfTI (affine from the DRR geometry when known)."""
         from ..data.biplanar import label_affine_for
         from ..data.io import write_nifti

@@ -226,8 +226,12 @@ class SlidingWindow:
         return num_classes * itemsize + (4 if need_count else 0)
 
     # ------------------------------------------------------------------ public outputs
-    def logits(self, model: nn.Module, image: torch.Tensor, out_device: torch.device | str | None = None,
-               ) -> torch.Tensor:  # fmt: skip
+    def logits(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        out_device: torch.device | str | None = None,
+    ) -> torch.Tensor:
         """Blended logits ``(B, K, D, H, W)`` float32 for ``image`` ``(B, C, D, H, W)`` (MONAI's
         ``sliding_window_inference(mode="gaussian")`` result), on ``out_device`` (default: the input's)."""
         image = _checked(image)
@@ -236,8 +240,14 @@ class SlidingWindow:
         out: torch.Tensor | None = None
         for slab in self.iter_slabs(model, image, need_count=True):
             assert slab.count is not None
-            if (out is None and image.shape[0] == 1 and not padding and slab.planes == slice(0, image.shape[-1])
-                    and slab.weighted.dtype == torch.float32 and slab.weighted.device == out_device):  # fmt: skip
+            if (
+                out is None
+                and image.shape[0] == 1
+                and not padding
+                and slab.planes == slice(0, image.shape[-1])
+                and slab.weighted.dtype == torch.float32
+                and slab.weighted.device == out_device
+            ):
                 out = slab.weighted.div_(slab.count).unsqueeze(0)  # one slab, no crop: the buffer IS the result
                 continue
             if out is None:
@@ -249,14 +259,20 @@ class SlidingWindow:
         assert out is not None
         return out
 
-    def probabilities(self, model: nn.Module, image: torch.Tensor, sigmoid: bool = False,
-                      out_device: torch.device | str | None = None) -> torch.Tensor:  # fmt: skip
+    def probabilities(
+        self, model: nn.Module, image: torch.Tensor, sigmoid: bool = False, out_device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """Softmax (or ``sigmoid``) of the blended logits ``(B, K, D, H, W)``, computed in place."""
         out = self.logits(model, image, out_device)
         return out.sigmoid_() if sigmoid else softmax_(out, 1)
 
-    def labels(self, model: nn.Module, image: torch.Tensor, labeler: Labeler | None = None,
-               out_device: torch.device | str | None = None) -> torch.Tensor:  # fmt: skip
+    def labels(
+        self,
+        model: nn.Module,
+        image: torch.Tensor,
+        labeler: Labeler | None = None,
+        out_device: torch.device | str | None = None,
+    ) -> torch.Tensor:
         """Label map ``(B, D, H, W)`` for ``image`` ``(B, C, D, H, W)``: the argmax of the blended
         logits (``uint8``; ``int16`` beyond 255 classes), or ``labeler(normalised logits (K, x, y, z))``
         per slab (``int16``), e.g. region thresholds.  Streams when the accumulator is over budget."""
@@ -289,8 +305,13 @@ class SlidingWindow:
         run = self._runner(model)
         plan = self.plan(image.shape[2:])
         weight = gaussian_importance(plan.roi, float(self.sigma_scale), str(device))
-        log.debug("sliding window: %d windows of %s over %s (padded %s)", plan.num_windows, plan.roi,
-                  tuple(image.shape[2:]), plan.padded_shape)  # fmt: skip
+        log.debug(
+            "sliding window: %d windows of %s over %s (padded %s)",
+            plan.num_windows,
+            plan.roi,
+            tuple(image.shape[2:]),
+            plan.padded_shape,
+        )
         bar = tqdm(total=plan.num_windows * image.shape[0], desc="windows", disable=not self.progress, leave=False)
         try:
             for b in range(image.shape[0]):
@@ -299,9 +320,17 @@ class SlidingWindow:
         finally:
             bar.close()
 
-    def _image_slabs(self, b: int, padded: torch.Tensor, plan: WindowPlan, run: Callable[[torch.Tensor], torch.Tensor],
-                     device: torch.device, weight: torch.Tensor, need_count: bool, bar: tqdm,
-                     ) -> Iterator[Slab]:  # fmt: skip
+    def _image_slabs(
+        self,
+        b: int,
+        padded: torch.Tensor,
+        plan: WindowPlan,
+        run: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+        weight: torch.Tensor,
+        need_count: bool,
+        bar: tqdm,
+    ) -> Iterator[Slab]:
         rz, zp, n, starts = plan.roi[-1], plan.padded_shape[-1], plan.num_windows, plan.starts
         buf: torch.Tensor | None = None
         count: torch.Tensor | None = None
@@ -331,8 +360,13 @@ class SlidingWindow:
                             count = torch.zeros((1, *plan.padded_shape[:-1], depth), device=acc_device)
                     w_acc = weight.to(acc_device)
                     if depth < zp:
-                        log.info("streaming: %d-plane slabs, accumulator %s on %s (budget %.2f GiB)", depth,
-                                 tuple(buf.shape), acc_device, self.memory_budget_gb)  # fmt: skip
+                        log.info(
+                            "streaming: %d-plane slabs, accumulator %s on %s (budget %.2f GiB)",
+                            depth,
+                            tuple(buf.shape),
+                            acc_device,
+                            self.memory_budget_gb,
+                        )
                 if acc_device != device:  # weight on the model's device, then copy the weighted windows over
                     y = (y.float() * weight).to(self.accumulator_dtype).to(acc_device)
                 for k, s in enumerate(group):
@@ -348,8 +382,13 @@ class SlidingWindow:
         assert buf is not None
         yield self._slab(b, buf, count, lo, zp, plan)
 
-    def _place(self, plan: WindowPlan, y: torch.Tensor, device: torch.device, need_count: bool,
-               ) -> tuple[torch.device, int]:  # fmt: skip
+    def _place(
+        self,
+        plan: WindowPlan,
+        y: torch.Tensor,
+        device: torch.device,
+        need_count: bool,
+    ) -> tuple[torch.device, int]:
         """Where the rolling buffer lives and how many planes it holds."""
         rz, zp = plan.roi[-1], plan.padded_shape[-1]
         plane = math.prod(plan.padded_shape[:-1]) * self._bytes_per_voxel(int(y.shape[1]), need_count)
@@ -373,8 +412,12 @@ class SlidingWindow:
         z0, z1 = max(lo, crop[-1].start), min(hi, crop[-1].stop)
         local = slice(z0 - lo, z1 - lo)
         region = (*crop[:-1], local)
-        return Slab(b, slice(z0 - crop[-1].start, z1 - crop[-1].start), buf[(slice(None), *region)],
-                    count[(slice(None), *region)] if count is not None else None)  # fmt: skip
+        return Slab(
+            b,
+            slice(z0 - crop[-1].start, z1 - crop[-1].start),
+            buf[(slice(None), *region)],
+            count[(slice(None), *region)] if count is not None else None,
+        )
 
     # ------------------------------------------------------------------ the model call
     def _runner(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

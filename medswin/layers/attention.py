@@ -215,8 +215,10 @@ class WindowAttention3D(nn.Module):
         masks = layout.masks(torch.float32)
         if self.training and self.attn_drop > 0:  # rare: PyTorch's own path, which stores probabilities
             out = _attend(q, k, v, pos_bias, masks, layout.groups, sdpa_scale, self.attn_drop)
-        elif windows.device.type == "cpu" and torch.is_grad_enabled() and any(
-            t.requires_grad for t in (q, k, v, pos_bias)
+        elif (
+            windows.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and any(t.requires_grad for t in (q, k, v, pos_bias))
         ):
             out = _BiasedWindowAttention.apply(q, k, v, pos_bias, masks, layout.groups, sdpa_scale)
         else:  # inference, or CUDA, whose memory-efficient kernel differentiates the bias itself

@@ -100,7 +100,12 @@ class ResConvBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, spatial_dims: int = 3, negative_slope: float = 0.01
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        spatial_dims: int = 3,
+        negative_slope: float = 0.01,
     ) -> None:
         super().__init__()
         self.negative_slope = negative_slope
@@ -157,5 +162,3 @@ class OutBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> ``(B, out, *spatial)``."""
         return self.conv(to_channels_last(x))
-
-

@@ -189,9 +189,9 @@ class WindowLayout:
 
         # --- which windows need which mask: type bit per shifted axis where the window is last
         shifted_axes = [a for a in range(nd) if self.shift[a] > 0]
-        window_coords = torch.stack(
-            torch.meshgrid(*[torch.arange(n) for n in counts], indexing="ij"), -1
-        ).reshape(-1, nd)  # (nW, nd)
+        window_coords = torch.stack(torch.meshgrid(*[torch.arange(n) for n in counts], indexing="ij"), -1).reshape(
+            -1, nd
+        )  # (nW, nd)
         type_code = torch.zeros(self.windows_per_image, dtype=torch.long)
         for bit, a in enumerate(shifted_axes):
             type_code += (window_coords[:, a] == counts[a] - 1).long() << bit
@@ -200,9 +200,9 @@ class WindowLayout:
         sorted_types = type_code[order]
 
         # --- source token for each slot of each window (padded, rolled grid)
-        in_window = torch.stack(
-            torch.meshgrid(*[torch.arange(w) for w in self.window], indexing="ij"), -1
-        ).reshape(-1, nd)  # (N, nd)
+        in_window = torch.stack(torch.meshgrid(*[torch.arange(w) for w in self.window], indexing="ij"), -1).reshape(
+            -1, nd
+        )  # (N, nd)
         pos = window_coords[order].unsqueeze(1) * torch.tensor(self.window) + in_window.unsqueeze(0)  # (nW, N, nd)
         src = (pos + torch.tensor(self.shift)) % torch.tensor(self.padded)  # position before the roll
         valid = (src < torch.tensor(self.grid)).all(-1)  # padding slots are invalid
@@ -251,9 +251,9 @@ class WindowLayout:
     def _build_masks(self, dtype: torch.dtype) -> torch.Tensor:
         n = self.tokens_per_window
         nd = len(self.grid)
-        in_window = torch.stack(
-            torch.meshgrid(*[torch.arange(w) for w in self.window], indexing="ij"), -1
-        ).reshape(-1, nd)
+        in_window = torch.stack(torch.meshgrid(*[torch.arange(w) for w in self.window], indexing="ij"), -1).reshape(
+            -1, nd
+        )
         out = []
         for t in self._mask_types:
             label = torch.zeros(n, dtype=torch.long)

@@ -54,7 +54,9 @@ def unwrap_checkpoint(obj: object, source: str) -> dict[str, torch.Tensor]:
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
             return tensors
-    raise WeightLoadError(f"{source}: no state dict found (expected a dict of tensors, or one under 'state_dict'/'model')")
+    raise WeightLoadError(
+        f"{source}: no state dict found (expected a dict of tensors, or one under 'state_dict'/'model')"
+    )
 
 
 def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:

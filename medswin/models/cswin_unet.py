@@ -92,10 +92,17 @@ class CSwinUNet(nn.Module):
         stem = as_stride(stem_stride, "stem_stride")
         merges = normalize_merge_strides(merge_strides, len(depths))
         self.config: dict[str, Any] = dict(
-            in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, depths=tuple(depths),
-            num_heads=tuple(num_heads), stripe_widths=tuple(sw or None for sw in stripe_widths), stem_stride=stem,
-            merge_strides=[tuple(m) for m in merges], mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
-        )  # fmt: skip
+            in_channels=in_channels,
+            out_channels=out_channels,
+            feature_size=feature_size,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            stripe_widths=tuple(sw or None for sw in stripe_widths),
+            stem_stride=stem,
+            merge_strides=[tuple(m) for m in merges],
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+        )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.encoder = CSwinEncoder3D(
             in_channels,

@@ -252,10 +252,15 @@ class DualSwinEncoder(nn.Module):
     ) -> None:
         super().__init__()
         common = dict(
-            window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, use_checkpoint=use_checkpoint,
+            window_size=window_size,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
+            use_checkpoint=use_checkpoint,
             out_layout="swin",
-        )  # fmt: skip
+        )
         self.fine = SwinEncoder3D(in_channels, feature_size, depths, num_heads, patch_size=(4, 4, 4), **common)
         self.coarse = SwinEncoder3D(
             in_channels, coarse_feature_size, coarse_depths, coarse_num_heads, patch_size=(8, 8, 8), **common
@@ -412,22 +417,48 @@ class DSTransUNet(nn.Module):
             raise ValueError(f"stem_channels needs 2 widths (full resolution, /2), got {tuple(stem_channels)}")
         window = _tuple3(window_size)
         self.config: dict[str, Any] = dict(
-            in_channels=in_channels, out_channels=out_channels, feature_size=feature_size,
-            coarse_feature_size=coarse_feature_size, depths=tuple(depths), num_heads=tuple(num_heads),
-            coarse_depths=tuple(coarse_depths), coarse_num_heads=tuple(coarse_num_heads), window_size=window,
-            fusion_heads=tuple(fusion_heads), fusion_head_dim=tuple(fusion_head_dim),
-            fusion_mlp_dim=tuple(fusion_mlp_dim), stem_channels=tuple(stem_channels), mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            feature_size=feature_size,
+            coarse_feature_size=coarse_feature_size,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            coarse_depths=tuple(coarse_depths),
+            coarse_num_heads=tuple(coarse_num_heads),
+            window_size=window,
+            fusion_heads=tuple(fusion_heads),
+            fusion_head_dim=tuple(fusion_head_dim),
+            fusion_mlp_dim=tuple(fusion_mlp_dim),
+            stem_channels=tuple(stem_channels),
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate,
             use_checkpoint=use_checkpoint,
-        )  # fmt: skip
+        )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.size_divisor = 32
         self.deep_supervision_weights = {"out": 0.6, "aux1": 0.2, "aux2": 0.2}
         self.encoder = DualSwinEncoder(
-            in_channels, feature_size, coarse_feature_size, depths, coarse_depths, num_heads, coarse_num_heads,
-            window, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate, fusion_heads, fusion_head_dim,
-            fusion_mlp_dim, use_checkpoint,
-        )  # fmt: skip
+            in_channels,
+            feature_size,
+            coarse_feature_size,
+            depths,
+            coarse_depths,
+            num_heads,
+            coarse_num_heads,
+            window,
+            mlp_ratio,
+            qkv_bias,
+            drop_rate,
+            attn_drop_rate,
+            drop_path_rate,
+            fusion_heads,
+            fusion_head_dim,
+            fusion_mlp_dim,
+            use_checkpoint,
+        )
         c = self.encoder.out_channels  # [C, 2C, 4C, 8C]
         # (f4, f3) -> d1 (4C), (d1, f2) -> d2 (2C), (d2, f1) -> d3 (C)
         self.decoder_stages = nn.ModuleList(
@@ -506,9 +537,15 @@ def ds_transunet_tiny() -> dict[str, Any]:
     (7.62M parameters for 1 -> 14 channels; most of them in the 3x3x3 fusion convolutions of stage 4.)
     """
     return dict(
-        feature_size=24, coarse_feature_size=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
-        coarse_depths=(1, 1, 1, 1), coarse_num_heads=(1, 2, 4, 8), window_size=4, stem_channels=(16, 32),
-    )  # fmt: skip
+        feature_size=24,
+        coarse_feature_size=24,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 4, 8),
+        coarse_depths=(1, 1, 1, 1),
+        coarse_num_heads=(1, 2, 4, 8),
+        window_size=4,
+        stem_channels=(16, 32),
+    )
 
 
 @register_model(DSTransUNet, default_roi=(96, 96, 96), paper=PAPER)
@@ -519,9 +556,14 @@ def ds_transunet_small() -> dict[str, Any]:
     channels, two blocks less in the fine stage 3; the stem keeps 32/64.
     """
     return dict(
-        feature_size=32, coarse_feature_size=24, depths=(2, 2, 4, 2), num_heads=(2, 4, 8, 16),
-        coarse_depths=(2, 2, 2, 2), coarse_num_heads=(2, 4, 8, 16), window_size=7,
-    )  # fmt: skip
+        feature_size=32,
+        coarse_feature_size=24,
+        depths=(2, 2, 4, 2),
+        num_heads=(2, 4, 8, 16),
+        coarse_depths=(2, 2, 2, 2),
+        coarse_num_heads=(2, 4, 8, 16),
+        window_size=7,
+    )
 
 
 @register_model(DSTransUNet, default_roi=(96, 96, 96), paper=PAPER)
@@ -536,6 +578,11 @@ def ds_transunet_base() -> dict[str, Any]:
     Swin UNETR base has 62.2M for comparison.
     """
     return dict(
-        feature_size=48, coarse_feature_size=36, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-        coarse_depths=(2, 2, 2, 2), coarse_num_heads=(3, 6, 12, 24), window_size=7,
-    )  # fmt: skip
+        feature_size=48,
+        coarse_feature_size=36,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        coarse_depths=(2, 2, 2, 2),
+        coarse_num_heads=(3, 6, 12, 24),
+        window_size=7,
+    )

@@ -85,7 +85,11 @@ class SwinUNETR(nn.Module):
         use_checkpoint: bool | Sequence[bool] = False,
     ) -> None:
         super().__init__()
-        for name, rate in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)):
+        for name, rate in (
+            ("drop_rate", drop_rate),
+            ("attn_drop_rate", attn_drop_rate),
+            ("drop_path_rate", drop_path_rate),
+        ):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {rate}")
         if len(depths) != 4:
@@ -94,10 +98,17 @@ class SwinUNETR(nn.Module):
             if (feature_size * 2**i) % heads:
                 raise ValueError(f"feature_size {feature_size} x 2^{i} is not divisible by num_heads[{i}]={heads}")
         self.config: dict[str, Any] = dict(
-            in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, depths=tuple(depths),
-            num_heads=tuple(num_heads), window_size=_tuple3(window_size), patch_size=patch_size,
-            normalize=normalize, use_v2=use_v2, attn=attn,
-        )  # fmt: skip
+            in_channels=in_channels,
+            out_channels=out_channels,
+            feature_size=feature_size,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            window_size=_tuple3(window_size),
+            patch_size=patch_size,
+            normalize=normalize,
+            use_v2=use_v2,
+            attn=attn,
+        )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.size_divisor = patch_size * 2 ** len(depths)
         self.encoder = SwinEncoder3D(
@@ -146,7 +157,9 @@ class SwinUNETR(nn.Module):
         return self.decoder(x, self.encoder(x))
 
     # ------------------------------------------------------------------ MONAI compatibility
-    def load_monai_state_dict(self, state_dict: Mapping[str, torch.Tensor], source: str = "MONAI state dict") -> LoadReport:
+    def load_monai_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], source: str = "MONAI state dict"
+    ) -> LoadReport:
         """Load a MONAI ``SwinUNETR`` state dict, or MONAI's self-supervised encoder checkpoint.
 
         Accepts ``module.``-prefixed keys, ``swinViT.``/``swin_vit.`` encoder prefixes and the SSL
@@ -271,7 +284,9 @@ def medswin_to_monai(state_dict: Mapping[str, torch.Tensor], model: SwinUNETR) -
         out[new] = value
         if key.endswith("attn.relative_position_bias_table"):
             block = model.get_submodule(key.rsplit(".", 1)[0])
-            out[new.replace("relative_position_bias_table", "relative_position_index")] = block.relative_position_index.clone()
+            out[new.replace("relative_position_bias_table", "relative_position_index")] = (
+                block.relative_position_index.clone()
+            )
     return out
 
 

@@ -146,13 +146,24 @@ class SwinX2S(nn.Module):
         self.in_channels, self.out_channels, self.img_size = in_channels, out_channels, (h, w)
         self.size_divisor = 32
         self.config: dict[str, Any] = dict(
-            in_channels=in_channels, out_channels=out_channels, img_size=(h, w), feature_size=feature_size,
-            depths=tuple(depths), num_heads=tuple(num_heads), window_size=window_size,
-        )  # fmt: skip
+            in_channels=in_channels,
+            out_channels=out_channels,
+            img_size=(h, w),
+            feature_size=feature_size,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            window_size=window_size,
+        )
         self.encoder = SwinEncoder3D(
-            in_channels, feature_size, depths, num_heads, window_size=(window_size,) * 2, patch_size=(2, 2),
-            drop_path_rate=drop_path_rate, use_checkpoint=use_checkpoint,
-        )  # fmt: skip
+            in_channels,
+            feature_size,
+            depths,
+            num_heads,
+            window_size=(window_size,) * 2,
+            patch_size=(2, 2),
+            drop_path_rate=drop_path_rate,
+            use_checkpoint=use_checkpoint,
+        )
         channels = self.encoder.out_channels  # [F, 2F, 4F, 8F, 16F] at /2 ... /32
         self.expansions = nn.ModuleList(DimensionExpansion(h // 2**i) for i in range(6))  # input level + 5
         tokens = (h // 32) * (h // 32) * (w // 32)
@@ -163,8 +174,10 @@ class SwinX2S(nn.Module):
     def check_input_size(self, spatial_shape: Sequence[int]) -> None:
         """Raise ``ValueError`` unless a view is ``img_size`` (the position embedding fixes it)."""
         if tuple(int(s) for s in spatial_shape) != self.img_size:
-            raise ValueError(f"Swin-X2S was built for views of {self.img_size}, got {tuple(spatial_shape)}; "
-                             f"make the DRRs with that detector size or build the model with img_size=...")  # fmt: skip
+            raise ValueError(
+                f"Swin-X2S was built for views of {self.img_size}, got {tuple(spatial_shape)}; "
+                f"make the DRRs with that detector size or build the model with img_size=..."
+            )
 
     def _view(self, x: torch.Tensor, view: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feats = self.encoder(x)

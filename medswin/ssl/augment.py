@@ -49,7 +49,9 @@ def rotate90(x: torch.Tensor, generator: torch.Generator | None = None) -> tuple
             "(choose a roi like 96 96 64)"
         )
     k = torch.randint(0, 4, (x.shape[0],), generator=generator)
-    out = torch.stack([torch.rot90(x[i], int(k[i]), (ROTATION_DIMS[0] - 1, ROTATION_DIMS[1] - 1)) for i in range(len(k))])
+    out = torch.stack(
+        [torch.rot90(x[i], int(k[i]), (ROTATION_DIMS[0] - 1, ROTATION_DIMS[1] - 1)) for i in range(len(k))]
+    )
     return out, k.to(x.device)
 
 

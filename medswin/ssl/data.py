@@ -106,7 +106,9 @@ def _datalist_cases(path: Path) -> dict[str, list[dict[str, Any]]]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(path, f"cannot read the datalist ({exc})") from None
-    sections = {"training": data} if isinstance(data, list) else {k: data.get(k) or [] for k in ("training", "validation")}
+    sections = (
+        {"training": data} if isinstance(data, list) else {k: data.get(k) or [] for k in ("training", "validation")}
+    )
     if not isinstance(sections["training"], list):
         raise DataError(path, "expected a list of entries, or a dict with a 'training' list")
     out: dict[str, list[dict[str, Any]]] = {}
@@ -165,7 +167,9 @@ def find_volumes(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
         return _datalist_cases(path)
     if path.is_file():
         if not path.name.lower().endswith(VOLUME_ENDINGS + (".dcm",)):
-            raise DataError(path, f"not a volume (expected {', '.join(VOLUME_ENDINGS)}, a DICOM folder or a datalist .json)")
+            raise DataError(
+                path, f"not a volume (expected {', '.join(VOLUME_ENDINGS)}, a DICOM folder or a datalist .json)"
+            )
         return {"training": [_case(_case_name(path), [path])], "validation": []}
     try:
         detect_layout(path)

@@ -90,4 +90,3 @@ class AutomaticWeightedLoss(nn.Module):
     def weights(self) -> list[float]:
         """Current weights ``0.5 / s_i^2`` (for logging)."""
         return [0.5 / float(s) ** 2 for s in self.sigma.detach()]
-

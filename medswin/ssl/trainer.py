@@ -89,18 +89,27 @@ class PretrainConfig(TrainConfig):
     def ssl_options(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~medswin.ssl.tasks.SSLModel`."""
         return dict(
-            awl=self.awl, contrast_dim=self.contrast_dim, temperature=self.temperature, mask_ratio=self.mask_ratio,
-            mask_cell=self.mask_cell, barlow_dims=tuple(self.barlow_dims), barlow_lambda=self.barlow_lambda,
-        )  # fmt: skip
+            awl=self.awl,
+            contrast_dim=self.contrast_dim,
+            temperature=self.temperature,
+            mask_ratio=self.mask_ratio,
+            mask_cell=self.mask_cell,
+            barlow_dims=tuple(self.barlow_dims),
+            barlow_lambda=self.barlow_lambda,
+        )
 
 
 def encoder_checkpoint(model: SSLModel, model_name: str, **info: Any) -> dict[str, Any]:
     """``encoder.pt`` contents: ``{"encoder": {"encoder.<key>": tensor}, "model_name", "in_channels", "tasks",
     "medswin_version", **info}`` (plain types and tensors: loads with ``torch.load(weights_only=True)``)."""
     return {
-        "encoder": model.encoder_state_dict(), "model_name": model_name, "in_channels": model.in_channels,
-        "tasks": list(model.tasks), "medswin_version": __version__, **info,
-    }  # fmt: skip
+        "encoder": model.encoder_state_dict(),
+        "model_name": model_name,
+        "in_channels": model.in_channels,
+        "tasks": list(model.tasks),
+        "medswin_version": __version__,
+        **info,
+    }
 
 
 class PretrainTrainer(Trainer):
@@ -154,8 +163,9 @@ class PretrainTrainer(Trainer):
     def _build_model(self) -> SSLModel:
         self.biplanar = False
         config = self.config
-        return build_ssl_model(config.model, self.in_channels, config.tasks, self.roi, config.model_kwargs,
-                               **config.ssl_options())  # fmt: skip
+        return build_ssl_model(
+            config.model, self.in_channels, config.tasks, self.roi, config.model_kwargs, **config.ssl_options()
+        )
 
     def _param_groups(self) -> list[dict[str, Any]]:
         fixed = {id(p) for p in self.model.no_weight_decay()}
@@ -178,8 +188,10 @@ class PretrainTrainer(Trainer):
         """The pretext losses of a batch of crops; each task's value is accumulated for ``metrics.csv``."""
         x = batch["image"].to(self.device)
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"{self.config.data}: the volumes have {x.shape[1]} channel(s), the model takes "
-                             f"{self.in_channels} (set in_channels / --in-channels, or name the --dataset)")  # fmt: skip
+            raise ValueError(
+                f"{self.config.data}: the volumes have {x.shape[1]} channel(s), the model takes "
+                f"{self.in_channels} (set in_channels / --in-channels, or name the --dataset)"
+            )
         losses = self.net(x)
         for task in self.model.tasks:
             self._task_sums[task] = self._task_sums.get(task, 0.0) + float(losses[task].detach())
@@ -187,7 +199,9 @@ class PretrainTrainer(Trainer):
         return losses["loss"]
 
     def _epoch_metrics(self) -> dict[str, float]:
-        out = {f"loss_{t}": mean_across_ranks(v / max(1, self._task_count), self.dist) for t, v in self._task_sums.items()}
+        out = {
+            f"loss_{t}": mean_across_ranks(v / max(1, self._task_count), self.dist) for t, v in self._task_sums.items()
+        }
         if self.model.awl is not None:
             out.update({f"weight_{t}": w for t, w in zip(self.model.tasks, self.model.awl.weights())})
         self._task_sums, self._task_count = {}, 0
@@ -224,8 +238,13 @@ class PretrainTrainer(Trainer):
     # ------------------------------------------------------------------ outputs
     def encoder_checkpoint(self) -> dict[str, Any]:
         """The encoder-only checkpoint of the current weights (see :func:`encoder_checkpoint`)."""
-        return encoder_checkpoint(self.model, self.config.model, model_kwargs=self.config.model_kwargs, steps=self.step,
-                                  roi_size=list(self.roi))  # fmt: skip
+        return encoder_checkpoint(
+            self.model,
+            self.config.model,
+            model_kwargs=self.config.model_kwargs,
+            steps=self.step,
+            roi_size=list(self.roi),
+        )
 
     def fit(self, resume: bool | str | Path = False) -> dict[str, Any]:
         """Pretrain, then write ``encoder.pt`` and ``pretrain.json`` (rank 0); returns the summary."""
@@ -237,13 +256,22 @@ class PretrainTrainer(Trainer):
             save_atomic(self.encoder_checkpoint(), self.out / "encoder.pt")
             last = self.history[-1] if self.history else {}
             report = {
-                "model": self.config.model, "tasks": list(self.model.tasks), "awl": self.config.awl,
-                "train_volumes": [c["case"] for c in self.train_cases], "val_volumes": [c["case"] for c in self.val_cases],
-                "steps": self.step, "epochs": self.epochs, "seconds": summary["seconds"],
-                "final": {k: v for k, v in last.items() if k.startswith(("train_loss", "loss_", "weight_", "val_loss"))},
+                "model": self.config.model,
+                "tasks": list(self.model.tasks),
+                "awl": self.config.awl,
+                "train_volumes": [c["case"] for c in self.train_cases],
+                "val_volumes": [c["case"] for c in self.val_cases],
+                "steps": self.step,
+                "epochs": self.epochs,
+                "seconds": summary["seconds"],
+                "final": {
+                    k: v for k, v in last.items() if k.startswith(("train_loss", "loss_", "weight_", "val_loss"))
+                },
                 "best_val_loss": None if math.isinf(self.best_metric) else self.best_metric,
-                "encoder": summary["encoder"], "config": self.config.to_dict(), "medswin_version": __version__,
-            }  # fmt: skip
+                "encoder": summary["encoder"],
+                "config": self.config.to_dict(),
+                "medswin_version": __version__,
+            }
             write_atomic(self.out / "pretrain.json", json.dumps(report, indent=2).encode())
             log.info("encoder weights: %s", self.out / "encoder.pt")
         return summary

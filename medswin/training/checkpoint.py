@@ -57,8 +57,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _np_state_to_plain(state: tuple) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}  # fmt: skip
+    return {
+        "name": name,
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _np_state_from_plain(d: dict[str, Any]) -> tuple:
@@ -121,7 +126,9 @@ def restore_rng(state: dict[str, Any], pipelines: Iterable[Any] = ()) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     transforms = random_transforms(pipelines)
     if len(transforms) != len(state["transforms"]):
-        raise ValueError(f"checkpoint has {len(state['transforms'])} random transform states, the pipeline {len(transforms)}")
+        raise ValueError(
+            f"checkpoint has {len(state['transforms'])} random transform states, the pipeline {len(transforms)}"
+        )
     for t, s in zip(transforms, state["transforms"]):
         t.R.set_state(_np_state_from_plain(s))
 

@@ -42,7 +42,9 @@ class DeepSupervisionLoss(nn.Module):
         weights = self.weights or {k: 1.0 / len(outputs) for k in outputs}
         missing = sorted(set(weights) - set(outputs))
         if missing:
-            raise ValueError(f"deep supervision weights name outputs {missing} the model did not return ({sorted(outputs)})")
+            raise ValueError(
+                f"deep supervision weights name outputs {missing} the model did not return ({sorted(outputs)})"
+            )
         total = 0.0
         for key, weight in weights.items():
             out = outputs[key]

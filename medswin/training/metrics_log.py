@@ -99,7 +99,9 @@ class MetricsLog:
             ax2 = axes[0, 1]
             dice_keys = [k for k in val_rows[-1] if k.startswith("dice_")]
             for key in dice_keys:
-                ax2.plot([r["epoch"] for r in val_rows], [r.get(key, float("nan")) for r in val_rows], "o-", label=key[5:])
+                ax2.plot(
+                    [r["epoch"] for r in val_rows], [r.get(key, float("nan")) for r in val_rows], "o-", label=key[5:]
+                )
             ax2.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
             ax2.legend(fontsize=8)
         fig.tight_layout()

@@ -105,7 +105,9 @@ class Trainer:
     #: the validation metric that selects ``checkpoint_best.pt``, and whether higher ("max") or lower ("min") is better
     monitor: tuple[str, str] = ("dice_mean", "max")
 
-    def __init__(self, config: TrainConfig, spec: DatasetSpec | None = None, cases: dict[str, list] | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, spec: DatasetSpec | None = None, cases: dict[str, list] | None = None
+    ) -> None:
         self.config = config.validate()
         self.spec = spec or self._load_spec()
         self.dist: DistInfo = init_distributed(config.device)
@@ -126,9 +128,12 @@ class Trainer:
         self.train_ds = dataset_cls(self.train_cases, self.train_pipeline, **kwargs)
         self.sampler = DistributedSampler(self.train_ds, shuffle=True, seed=config.seed) if self.dist.enabled else None
         self.loader = DataLoader(
-            self.train_ds, batch_size=config.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+            self.train_ds,
+            batch_size=config.batch_size,
+            shuffle=self.sampler is None,
+            sampler=self.sampler,
             num_workers=config.num_workers,
-        )  # fmt: skip
+        )
         self.iterations_per_epoch = config.iterations_per_epoch or len(self.loader)
         self.epochs = config.epochs
         self.total_steps = self.epochs * self.iterations_per_epoch
@@ -159,9 +164,12 @@ class Trainer:
         """The network to optimise (here the registry model, checked against the dataset and roi) and ``loss_fn``."""
         config = self.config
         model = create_model(
-            config.model, in_channels=self.spec.num_channels, out_channels=self.spec.out_channels,
-            encoder_weights=config.encoder_weights, **config.model_kwargs,
-        )  # fmt: skip
+            config.model,
+            in_channels=self.spec.num_channels,
+            out_channels=self.spec.out_channels,
+            encoder_weights=config.encoder_weights,
+            **config.model_kwargs,
+        )
         self.biplanar = self.spec.task == "biplanar"
         if self.biplanar != bool(getattr(model, "biplanar", False)):
             kind = "two X-ray views (a biplanar dataset)" if self.biplanar else "3D volumes"
@@ -292,9 +300,13 @@ class Trainer:
                 image = data["image"].unsqueeze(0).to(self.device)
                 with self._autocast():
                     logits = sliding_window_inference(
-                        image, self.roi, self.config.sw_batch_size, self.model, overlap=self.config.val_overlap,
+                        image,
+                        self.roi,
+                        self.config.sw_batch_size,
+                        self.model,
+                        overlap=self.config.val_overlap,
                         mode="gaussian",
-                    ).float()  # fmt: skip
+                    ).float()
             if image is not None and uses_nonzero_mask(self.spec):  # as the predictor: background outside the scan
                 outside = (image == 0).all(1, keepdim=True)
                 logits = logits.masked_fill(outside, -1e4)
@@ -335,8 +347,13 @@ class Trainer:
         epochs = max(1, min(self.config.epochs, (self.step + remaining_steps) // self.iterations_per_epoch))
         epochs = broadcast_int(epochs, self.dist)
         if epochs != self.epochs:
-            log.info("time budget %.1f min at %.2f s/step: %d epochs of %d steps", self.config.budget_minutes,
-                     seconds_per_step, epochs, self.iterations_per_epoch)  # fmt: skip
+            log.info(
+                "time budget %.1f min at %.2f s/step: %d epochs of %d steps",
+                self.config.budget_minutes,
+                seconds_per_step,
+                epochs,
+                self.iterations_per_epoch,
+            )
         self.epochs, self.total_steps = epochs, epochs * self.iterations_per_epoch
 
     def fit(self, resume: bool | str | Path = False) -> dict[str, Any]:
@@ -354,8 +371,13 @@ class Trainer:
         epoch = self.start_epoch
         while epoch < self.epochs:
             losses = []
-            bar = tqdm(self._epoch_batches(epoch), total=self.iterations_per_epoch, disable=not self.dist.is_main,
-                       desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)  # fmt: skip
+            bar = tqdm(
+                self._epoch_batches(epoch),
+                total=self.iterations_per_epoch,
+                disable=not self.dist.is_main,
+                desc=f"epoch {epoch + 1}/{self.epochs}",
+                leave=False,
+            )
             for batch in bar:
                 losses.append(self.train_step(batch))
                 if first_step_done is None:
@@ -364,9 +386,12 @@ class Trainer:
             epoch += 1
             self.start_epoch = epoch
             row: dict[str, Any] = {
-                "epoch": epoch, "step": self.step, "train_loss": mean_across_ranks(sum(losses) / len(losses), self.dist),
-                "lr": self.scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - t_start, 2),
-            }  # fmt: skip
+                "epoch": epoch,
+                "step": self.step,
+                "train_loss": mean_across_ranks(sum(losses) / len(losses), self.dist),
+                "lr": self.scheduler.get_last_lr()[0],
+                "seconds": round(time.perf_counter() - t_start, 2),
+            }
             row.update(self._epoch_metrics())
             due = self.config.val_every and epoch % self.config.val_every == 0
             if self.val_cases and (due or epoch == self.epochs):
@@ -385,21 +410,41 @@ class Trainer:
                 if improved or not self.val_cases:
                     save_atomic(ckpt, self.out / "checkpoint_best.pt")
                 self.log.write(self.history, row)
-                log.info("epoch %d: loss %.4f%s", epoch, row["train_loss"],
-                         f", validation {key} {row[key]:.4f}" if key in row else "")  # fmt: skip
+                log.info(
+                    "epoch %d: loss %.4f%s",
+                    epoch,
+                    row["train_loss"],
+                    f", validation {key} {row[key]:.4f}" if key in row else "",
+                )
             barrier(self.dist)
-            over = self.config.budget_minutes is not None and time.perf_counter() - t_start > 1.1 * 60 * self.config.budget_minutes
+            over = (
+                self.config.budget_minutes is not None
+                and time.perf_counter() - t_start > 1.1 * 60 * self.config.budget_minutes
+            )
             if over and epoch < self.epochs:  # the machine slowed down after calibration: the budget is a bound
-                log.warning("time budget of %.1f min spent after %d of %d epochs: stopping", self.config.budget_minutes,
-                            epoch, self.epochs)  # fmt: skip
+                log.warning(
+                    "time budget of %.1f min spent after %d of %d epochs: stopping",
+                    self.config.budget_minutes,
+                    epoch,
+                    self.epochs,
+                )
                 self.epochs = epoch
-            if calibrate and first_step_done is not None and self.step - first_step_done[1] >= self.config.calibration_steps:
+            if (
+                calibrate
+                and first_step_done is not None
+                and self.step - first_step_done[1] >= self.config.calibration_steps
+            ):
                 # wall time per step including data loading, checkpoints and logging of whole epochs
                 per_step = (time.perf_counter() - first_step_done[0]) / (self.step - first_step_done[1])
                 self._calibrate(per_step, time.perf_counter() - t_start)
                 calibrate = False
         self.log.close(self.history)
         return {
-            "epochs": self.epochs, "steps": self.step, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-            "last_validation": last_val, "out": str(self.out), "seconds": round(time.perf_counter() - t_start, 1),
-        }  # fmt: skip
+            "epochs": self.epochs,
+            "steps": self.step,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "last_validation": last_val,
+            "out": str(self.out),
+            "seconds": round(time.perf_counter() - t_start, 1),
+        }
