@@ -155,6 +155,11 @@ def test_data_check_channel_files_on_different_grids(tmp_path, capsys):
     cases = [make_phantom(SHAPE, channels=2, seed=0)]
     root = write_synthetic_dataset(tmp_path / "nn", "nnunet", cases, channel_names=["T1", "T2"])
     write_nifti(cases[0].image[1][:, :, :-1], cases[0].affine, root / "imagesTr" / "case_000_0001.nii.gz")
-    spec = get_dataset_spec("msd_task01_braintumour")
+    spec = get_dataset_spec("msd_task01_braintumour")  # declares the Decathlon layout
     report = check_dataset(root, spec, progress=False)
+    assert report.problems == [
+        f"{root}: does not fit the decathlon layout declared by dataset 'msd_task01_braintumour' (dataset.json has "
+        "no 'training' list); it looks like the nnunet layout: fix the layout or the folder"
+    ]
+    report = check_dataset(root, spec, layout="nnunet", progress=False)  # --layout nnunet
     assert any("case_000_0001.nii.gz: channel file is on a different grid" in p for p in report.problems)

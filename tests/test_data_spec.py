@@ -67,11 +67,24 @@ def test_validation_errors_name_entry_and_key(change, key, fragment):
     assert "mine.yaml" in msg and "'mine'" in msg and f"'{key}'" in msg and fragment in msg
 
 
+def test_only_what_the_code_needs_is_required(tmp_path):
+    minimal = {"channel_names": ["CT"], "labels": {"background": 0, "liver": 1}, "file_ending": ".nii.gz"}
+    spec = parse_spec("mine", minimal, "mine.yaml")
+    assert spec.layout is None and spec.target_spacing is None and spec.roi_size is None and spec.licence == ""
+    assert spec.normalization == {"type": "zscore", "nonzero": False, "channel_wise": True}
+    assert spec.defaulted == ("target_spacing", "normalization", "roi_size") and not spec.uses_nonzero_mask
+    assert parse_spec("mine", {**minimal, "license": "CC BY 4.0"}).licence == "CC BY 4.0"  # the US spelling too
+    with pytest.raises(DatasetSpecError, match="'license': given together with 'licence'"):
+        parse_spec("mine", {**minimal, "license": "a", "licence": "b"}, "mine.yaml")
+    for key in ("channel_names", "labels", "file_ending"):
+        entry = {k: v for k, v in minimal.items() if k != key}
+        with pytest.raises(DatasetSpecError, match=rf"mine.yaml: entry 'mine': key '{key}': missing \(required keys"):
+            parse_spec("mine", entry, "mine.yaml")
+    again = type(spec).from_dict(spec.to_dict())
+    assert again.defaulted == spec.defaulted and again.labels == spec.labels
+
+
 def test_missing_key_and_bad_yaml(tmp_path):
-    entry = dict(BASE)
-    del entry["licence"]
-    with pytest.raises(DatasetSpecError, match="'licence': missing"):
-        parse_spec("mine", entry)
     bad = tmp_path / "bad.yaml"
     bad.write_text("mine: [unclosed")
     with pytest.raises(DatasetSpecError, match="bad.yaml: not valid YAML"):

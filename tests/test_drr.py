@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from medswin.cli import main
+from medswin.data import DataError
 from medswin.data.drr import (
     DRRGeometry,
     attenuation,
@@ -162,3 +163,50 @@ def test_drr_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "coronal.png" in out and "label.nii.gz" in out
     assert load_volume(tmp_path / "out" / "label.nii.gz").spatial_shape == (32, 32, 64)
+
+
+# ------------------------------------------------------------------ bad view files: refused before any reader
+
+
+def _refused(path, fragment):
+    with pytest.raises(DataError) as err:
+        load_view(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and fragment in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("name", ["coronal.nii.gz", "coronal.png"])
+def test_empty_view_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    _refused(path, "empty file (0 bytes)")
+
+
+def test_text_file_named_like_a_nifti_view(tmp_path):
+    path = tmp_path / "coronal.nii.gz"
+    path.write_text("coronal view goes here\n")
+    _refused(path, "not gzip-compressed (starts with text: 'coronal view goes here')")
+
+
+def test_view_with_an_unsupported_ending(tmp_path):
+    path = tmp_path / "coronal.txt"
+    path.write_text("0 1 2\n3 4 5\n")
+    _refused(path, "unsupported file type '.txt' (X-ray views are .nii.gz, .nii, .png, .jpg, .jpeg)")
+
+
+def test_view_picture_with_the_wrong_content(tmp_path):
+    path = tmp_path / "coronal.png"
+    path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(60))  # a JPEG signature
+    _refused(path, "not a PNG file (its content looks like a JPEG picture: rename it to .jpg)")
+    _refused(tmp_path / "missing.png", "file not found")
+
+
+def test_jpeg_view_loads(tmp_path):
+    import SimpleITK as sitk
+
+    picture = np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (32, 1))  # (rows, columns): a left-right ramp
+    path = tmp_path / "view.JPG"
+    sitk.WriteImage(sitk.GetImageFromArray(picture), str(path))
+    view = load_view(path)
+    assert view.shape == (48, 32) and view.min() == 0.0 and view.max() == 1.0
+    np.testing.assert_allclose(view, radiograph_to_view(picture.astype(np.float32) / 255), atol=0.03)

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from .atomic import write_text_atomic
 from .datalist import build_datalist
 from .drr import make_drrs, write_drrs
 from .errors import DataError
@@ -110,9 +111,9 @@ def prepare_biplanar(
     if not meta.get("training"):
         raise DataError(source, "no labelled cases to convert")
     meta["numTraining"] = len(meta["training"])
-    (out / "dataset.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out / "dataset.json", json.dumps(meta, indent=2))
     entry = {meta["name"]: biplanar_spec_entry(spec, height, width)}
-    (out / "datasets.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
+    write_text_atomic(out / "datasets.yaml", yaml.safe_dump(entry, sort_keys=False))
     log.info("wrote %d biplanar case(s) to %s", meta["numTraining"], out)
     return out
 

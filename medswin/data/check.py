@@ -13,11 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from .datalist import build_datalist
-from .io import DataError, Volume, check_image, check_label, check_pair, load_volume
+from .io import DataError, check_image, check_label, check_pair, load_channels, load_volume
 from .spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -52,27 +51,12 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _load_channels(files: list[Path]) -> Volume:
-    volumes = [load_volume(f) for f in files]
-    first = volumes[0]
-    for other in volumes[1:]:
-        if other.spatial_shape != first.spatial_shape or np.max(np.abs(other.affine - first.affine)) > 1e-3:
-            raise DataError(
-                other.path,
-                f"channel file is on a different grid than {first.path} "
-                f"(shape {other.spatial_shape} vs {first.spatial_shape})",
-            )
-    if len(volumes) == 1:
-        return first
-    return Volume(np.concatenate([v.array for v in volumes]), first.affine, first.path)
-
-
 def check_case(item: dict, spec: DatasetSpec, require_label: bool) -> tuple[list[str], tuple[float, ...] | None]:
     """Problems of one datalist item, and its image spacing when readable."""
     problems: list[str] = []
     image = None
     try:
-        image = _load_channels([Path(p) for p in item["image"]])
+        image = load_channels([Path(p) for p in item["image"]])
         check_image(image, spec.num_channels, spec.channel_names)
     except DataError as exc:
         problems.append(str(exc))

@@ -25,24 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .io import DataError
-from .spec import DatasetSpec
+from .errors import DataError
+from .formats import is_volume_file
+from .formats import strip_ending as _strip_ending
+from .spec import LAYOUTS, DatasetSpec
 
 Item = dict[str, Any]
-VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-
-def _strip_ending(name: str) -> str:
-    for ending in VOLUME_ENDINGS:
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    return name
 
 
 def _volumes(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.name.endswith(VOLUME_ENDINGS) and not p.name.startswith(".")
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_volume_file(p.name))
 
 
 def detect_layout(root: str | Path) -> str:
@@ -75,6 +67,36 @@ def detect_layout(root: str | Path) -> str:
         root,
         "cannot tell the dataset layout (expected dataset.json, imagesTr/, images/, BraTS case folders or BTCV img/label)",
     )
+
+
+def layout_problem(root: Path, layout: str, spec: DatasetSpec | None = None) -> str | None:
+    """Why ``root`` is not in ``layout`` (what that layout needs and is missing), or ``None`` when it fits."""
+    dataset_json = root / "dataset.json"
+    if layout in ("decathlon", "biplanar"):
+        if not dataset_json.is_file():
+            return "no dataset.json"
+        training = _read_json(dataset_json).get("training")
+        if not isinstance(training, list):
+            return "dataset.json has no 'training' list"
+        biplanar = bool(training) and isinstance(training[0], dict) and "image_coronal" in training[0]
+        if biplanar != (layout == "biplanar"):
+            return "its dataset.json lists " + ("X-ray view pairs" if biplanar else "volumes, not X-ray view pairs")
+        return None
+    if layout == "nnunet":
+        return None if (root / "imagesTr").is_dir() else "no imagesTr/ folder"
+    if layout == "flat":
+        return (
+            None if (root / "images").is_dir() or (root / "imagesTr").is_dir() else "no images/ (or imagesTr/) folder"
+        )
+    if layout == "btcv":
+        found = (root / "dataset_0.json").is_file() or (root / "RawData" / "Training" / "img").is_dir()
+        return (
+            None if found or (root / "img").is_dir() else "no img/ folder (nor RawData/Training/img/, dataset_0.json)"
+        )
+    if layout == "brats":
+        pattern = spec.case_pattern if spec is not None and spec.layout == "brats" and spec.case_pattern else "BraTS*"
+        return None if any(d.is_dir() for d in root.glob(pattern)) else f"no case folders matching {pattern!r}"
+    raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -237,34 +259,42 @@ def build_datalist(
 ) -> dict[str, list[Item]]:
     """Sections (``training``, and ``validation`` / ``test`` when the layout has them) of ``root``'s cases.
 
-    ``layout`` defaults to what :func:`detect_layout` sees, else ``spec.layout`` (a BTCV copy
-    converted to nnU-Net layout is read as nnU-Net).  Paths are absolute;
-    files listed but missing are kept (``medswin data check`` reports them).
+    Args:
+        root: the dataset folder.
+        spec: the dataset entry (file naming for BraTS and nnU-Net folders, and its declared layout).
+        layout: the folder's layout; default ``spec.layout``, else what :func:`detect_layout` sees.
+
+    A declared layout (argument or entry) wins over detection; a folder that does not fit it is a
+    :class:`DataError` naming the declared layout, what is missing, and the layout the folder looks
+    like.  Paths are absolute; files listed but missing are kept (``medswin data check`` reports them).
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset folder not found")
-    if layout is None:
-        try:
-            layout = detect_layout(root)  # the folder says how it is organised ...
-        except DataError:
-            if spec is None:
-                raise
-            layout = spec.layout  # ... else the dataset's usual layout
-    if layout == "decathlon":
-        out = _decathlon(root)
-    elif layout == "nnunet":
-        out = _nnunet(root, spec)
-    elif layout == "brats":
-        out = _brats(root, spec)
-    elif layout == "btcv":
-        out = _btcv(root)
-    elif layout == "flat":
-        out = _flat(root)
-    elif layout == "biplanar":
-        out = _biplanar(root)
+    declared = layout or (spec.layout if spec is not None else None)
+    if declared is None:
+        layout = detect_layout(root)
     else:
-        raise ValueError(f"unknown layout {layout!r}")
+        problem = layout_problem(root, declared, spec)
+        if problem is not None:
+            try:
+                seen = f"it looks like the {detect_layout(root)} layout"
+            except DataError:
+                seen = "no known layout fits it"
+            where = "given" if layout else f"declared by dataset {spec.name!r}"  # type: ignore[union-attr]
+            raise DataError(
+                root, f"does not fit the {declared} layout {where} ({problem}); {seen}: fix the layout or the folder"
+            )
+        layout = declared
+    readers = {
+        "decathlon": lambda: _decathlon(root),
+        "nnunet": lambda: _nnunet(root, spec),
+        "brats": lambda: _brats(root, spec),
+        "btcv": lambda: _btcv(root),
+        "flat": lambda: _flat(root),
+        "biplanar": lambda: _biplanar(root),
+    }
+    out = readers[layout]()
     if not any(out.values()):
         raise DataError(root, f"no cases found ({layout} layout)")
     return out

@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .atomic import write_text_atomic
 from .io import DataError, write_nifti
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,8 @@ def build_mni_tissue(out_dir: str | Path) -> dict[str, Path]:
             meta[f"shape_{section}"] = list(slab_labels.shape)
             meta[f"label_counts_{section}"] = {k: int((slab_labels == v).sum()) for k, v in LABELS.items()}
         meta["numTraining"], meta["numTest"] = 1, 1
-        (folder / "dataset.json").write_text(json.dumps(meta, indent=2))
-        (folder / "LICENSE-MNI.txt").write_text(MNI_COPYRIGHT)
+        write_text_atomic(folder / "dataset.json", json.dumps(meta, indent=2))
+        write_text_atomic(folder / "LICENSE-MNI.txt", MNI_COPYRIGHT)
         log.info(
             "wrote %s (%s voxels, label counts %s)",
             folder,

@@ -35,8 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_write, write_text_atomic
 from .errors import DataError
+from .formats import NIFTI_ENDINGS
 from .io import Volume, load_volume, write_nifti
+from .sniff import sniff_view
 
 log = logging.getLogger(__name__)
 
@@ -243,12 +246,11 @@ def write_drrs(result: dict[str, Any], out_dir: str | Path, stem: str = "") -> d
     for view in VIEWS:
         img = result[view]
         written[f"{view}_nii"] = write_nifti(img, geom.view_affine(view), out_dir / f"{stem}{view}.nii.gz")
-        png = out_dir / f"{stem}{view}.png"
-        tmp = out_dir / f".tmp-{stem}{view}.png"
         scaled = np.clip(minmax(torch.as_tensor(img)).numpy() * 255, 0, 255).astype(np.uint8)
-        sitk.WriteImage(sitk.GetImageFromArray(view_to_radiograph(scaled)), str(tmp))
-        tmp.replace(png)
-        written[f"{view}_png"] = png
+        picture = sitk.GetImageFromArray(view_to_radiograph(scaled))
+        written[f"{view}_png"] = atomic_write(
+            out_dir / f"{stem}{view}.png", lambda tmp, pic=picture: sitk.WriteImage(pic, tmp)
+        )
     if result.get("label") is not None:
         written["label"] = write_nifti(
             result["label"].astype(np.uint8), geom.label_affine(), out_dir / f"{stem}label.nii.gz"
@@ -263,22 +265,31 @@ def write_drrs(result: dict[str, Any], out_dir: str | Path, stem: str = "") -> d
         "source_to_centre_mm": SOURCE_TO_CENTRE_MM,
         "source_to_detector_mm": SOURCE_TO_DETECTOR_MM,
     }
-    (out_dir / f"{stem}drr.json").write_text(json.dumps(meta, indent=2))
-    written["meta"] = out_dir / f"{stem}drr.json"
+    written["meta"] = write_text_atomic(out_dir / f"{stem}drr.json", json.dumps(meta, indent=2))
     return written
 
 
 def load_view(path: str | Path) -> np.ndarray:
     """A view ``(H, W)`` float32 in [0, 1] from a 2D NIfTI (as written here) or a picture (PNG/JPEG,
-    radiograph orientation: superior at the top)."""
+    radiograph orientation: superior at the top).
+
+    The file is sniffed first (:func:`medswin.data.sniff.sniff_view`): missing, empty, unreadable,
+    with an ending other than ``.nii.gz``, ``.nii``, ``.png``, ``.jpg``, ``.jpeg``, or with content
+    that does not match its ending, it is refused before any imaging library reads it.
+
+    Args:
+        path: the view file.
+
+    Raises:
+        DataError: naming the file and the problem.
+    """
     import nibabel as nib
     import SimpleITK as sitk
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
+    facts = sniff_view(path)
     try:
-        if path.name.endswith((".nii", ".nii.gz")):
+        if facts.ending in NIFTI_ENDINGS:
             arr = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
             arr = arr.reshape(arr.shape[:2]) if arr.ndim == 3 and arr.shape[2] == 1 else arr
         else:

@@ -11,21 +11,32 @@ Readers:
   ``LoadImaged(keys, reader=SimpleITKReader())`` works in any MONAI pipeline;
 * DICOM series also through MONAI's ``PydicomReader`` (``load_volume(folder, reader="pydicom")``).
 
-A DICOM folder is inspected header by header first (:func:`inspect_dicom_series`): several series
-(pick one with ``series_uid``), missing or duplicate slices, uneven spacing, mixed orientations and
+Every file is checked in three stages, each failing with one :class:`DataError` that names the file
+and the problem, never with a library traceback:
+
+1. its bytes (:func:`medswin.data.sniff.sniff`): exists, readable, not empty, content matching the ending;
+2. its header, before any voxel is allocated (:mod:`medswin.data.headers`): 3D (or channels), a
+   supported data type, a sane geometry (spacing, affine, qform/sform), a size within
+   :func:`~medswin.data.headers.max_voxels` and the machine's memory, and for uncompressed data a
+   file long enough to hold it.  A 4D NIfTI whose header marks the 4th dimension as time is read as
+   channels and the fact kept in ``Volume.meta["time_axis"]``, so that :func:`check_image` can say so
+   when the channel count is wrong;
+3. the voxels themselves (``MemoryError`` and library errors become :class:`DataError` too).
+
+A DICOM folder is inspected header by header first
+(:func:`~medswin.data.dicom.inspect_dicom_series`): several series (pick one with ``series_uid``),
+missing or duplicate slices, uneven spacing, mixed orientations, slice sizes or pixel spacings, and
 slices without pixel data are reported before any pixel is read.
 
-Writers are atomic: a temp file in the target folder, then a rename, so an interrupted run never
-leaves a truncated output and never half-overwrites a user's file.
+Writers are atomic (:func:`medswin.data.atomic.atomic_write`): a temp file in the target folder,
+then a rename, so an interrupted run never leaves a truncated output and never half-overwrites a
+user's file.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +46,25 @@ import nibabel as nib
 import numpy as np
 from monai.data import ImageReader
 
+from .atomic import atomic_write
+from .dicom import (
+    check_pydicom_decoders,
+    inspect_dicom_series,  # noqa: F401  (re-exported: part of medswin.data.io's interface)
+    inspect_for_reading,
+    is_series_folder,
+    list_dicom_series,  # noqa: F401  (re-exported)
+    series_error,
+)
 from .errors import DataError
+from .formats import DICOM_ENDINGS, NIFTI_ENDINGS, SITK_VOLUME_ENDINGS
+from .headers import check_sitk_header, open_nifti, out_of_memory, short_error
+from .sniff import FileFacts, sniff
 
-log = logging.getLogger(__name__)
+SITK_ENDINGS = SITK_VOLUME_ENDINGS + NIFTI_ENDINGS + DICOM_ENDINGS
+"""File endings :class:`SimpleITKReader` reads (from :mod:`medswin.data.formats`)."""
 
-NIFTI_ENDINGS = (".nii.gz", ".nii")
-SITK_ENDINGS = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz", ".dcm")
-SLICE_GAP_FACTOR = 1.5  # a gap this many times the usual spacing means missing slices
-SPACING_ERROR_TOLERANCE = 0.1  # relative deviation of one slice step above which the series is rejected
-SPACING_WARNING_TOLERANCE = 1e-3  # ... and above which it is accepted with a warning
+ORTHOGONAL_TOLERANCE = 1e-5
+"""Largest |cosine| between two affine columns that :func:`write_nifti` still treats as orthogonal."""
 
 
 @dataclass
@@ -99,146 +120,19 @@ def sitk_affine(image: Any) -> np.ndarray:
 
 
 def sitk_array(image: Any) -> np.ndarray:
-    """``(C, X, Y, Z)`` array of a SimpleITK image (SimpleITK gives ``(Z, Y, X[, C])``)."""
+    """``(C, X, Y, Z)`` array of a SimpleITK image (SimpleITK gives ``(Z, Y, X[, C])``, or ``(C, Z, Y, X)`` in 4D)."""
     import SimpleITK as sitk
 
     arr = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:
         return np.moveaxis(arr, -1, 0).transpose(0, *range(arr.ndim - 1, 0, -1))
+    if image.GetDimension() == 4:  # a 4D scalar image: the 4th axis is channels
+        return np.moveaxis(arr.T, -1, 0)
     return arr.T[None]
 
 
 # ---------------------------------------------------------------------------------------------
-# DICOM series inspection
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DicomSeries:
-    """A checked DICOM series: its files sorted by position along the slice normal (ascending)."""
-
-    uid: str
-    description: str
-    files: tuple[Path, ...]
-    positions: tuple[float, ...]
-    spacing: float | None
-
-
-def _read_header(path: Path) -> Any:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        return pydicom.dcmread(path, defer_size="64 KB")
-    except InvalidDicomError:
-        return None
-    except Exception as exc:  # truncated / corrupt files
-        raise DataError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from None
-
-
-def _pixel_bytes_expected(ds: Any) -> int:
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    return int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "SamplesPerPixel", 1)) * frames * int(ds.BitsAllocated) // 8
-
-
-def list_dicom_series(folder: str | os.PathLike) -> dict[str, list[tuple[Path, Any]]]:
-    """Group the DICOM files of ``folder`` (not recursive) by SeriesInstanceUID; other files are skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(folder, "not a folder")
-    series: dict[str, list[tuple[Path, Any]]] = {}
-    skipped = []
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path.name.upper() == "DICOMDIR":
-            continue
-        ds = _read_header(path)
-        if ds is None or "SeriesInstanceUID" not in ds:
-            skipped.append(path.name)
-            continue
-        series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
-    if skipped:
-        log.warning("%s: skipped %d non-DICOM file(s): %s", folder, len(skipped), ", ".join(skipped[:5]))
-    if not series:
-        raise DataError(folder, "no DICOM files in this folder")
-    return series
-
-
-def inspect_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> DicomSeries:
-    """Check a DICOM series folder and return its slices in order; raise :class:`DataError` on any problem.
-
-    Checks: one series (or ``series_uid`` chosen), pixel data present and complete, one orientation,
-    positions present, no duplicate positions, no missing slices (gaps > 1.5x the usual step),
-    even spacing (deviation > 10% is an error, > 0.1% a warning).
-    """
-    folder = Path(folder)
-    groups = list_dicom_series(folder)
-    if series_uid is None and len(groups) > 1:
-        listing = "; ".join(
-            f"{uid} ({getattr(items[0][1], 'SeriesDescription', '') or 'no description'}, {len(items)} files)"
-            for uid, items in groups.items()
-        )
-        raise DataError(folder, f"contains {len(groups)} DICOM series, choose one with series_uid=...: {listing}")
-    if series_uid is not None and series_uid not in groups:
-        raise DataError(folder, f"no series {series_uid!r} here; available: {', '.join(groups)}")
-    uid = series_uid or next(iter(groups))
-    items = groups[uid]
-
-    orientations = []
-    for path, ds in items:
-        if "PixelData" not in ds:
-            raise DataError(path, "DICOM file has no pixel data")
-        expected = _pixel_bytes_expected(ds)
-        stored = ds["PixelData"].length if hasattr(ds["PixelData"], "length") else len(ds.PixelData)
-        transfer = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
-        compressed = transfer not in ("", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
-        if not compressed and stored not in (0xFFFFFFFF,) and stored < expected:
-            raise DataError(path, f"pixel data truncated ({stored} of {expected} bytes)")
-        if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
-            raise DataError(path, "missing ImageOrientationPatient/ImagePositionPatient: cannot place the slice")
-        orientations.append(np.asarray(ds.ImageOrientationPatient, dtype=np.float64))
-    ref = orientations[0]
-    for (path, _), ori in zip(items, orientations):
-        if not np.allclose(ori, ref, atol=1e-4):
-            raise DataError(
-                folder,
-                f"inconsistent slice orientation: {items[0][0].name} has {ref.round(4).tolist()}, "
-                f"{path.name} has {ori.round(4).tolist()}",
-            )
-    normal = np.cross(ref[:3], ref[3:])
-    pos = np.array([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))) for _, ds in items])
-    order = np.argsort(pos, kind="stable")
-    pos, files = pos[order], [items[i][0] for i in order]
-    spacing = None
-    if len(pos) > 1:
-        steps = np.diff(pos)
-        dup = np.where(steps < 1e-3)[0]
-        if len(dup):
-            i = int(dup[0])
-            raise DataError(
-                folder, f"duplicate slices at position {pos[i]:.3f} mm: {files[i].name} and {files[i + 1].name}"
-            )
-        spacing = float(np.median(steps))
-        gaps = np.where(steps > SLICE_GAP_FACTOR * spacing)[0]
-        if len(gaps):
-            i = int(gaps[0])
-            missing = round(steps[i] / spacing) - 1
-            raise DataError(
-                folder,
-                f"missing slice(s): gap of {steps[i]:.3f} mm between {files[i].name} ({pos[i]:.3f}) and "
-                f"{files[i + 1].name} ({pos[i + 1]:.3f}), usual step {spacing:.3f} mm (~{missing} missing)",
-            )
-        deviation = float(np.max(np.abs(steps - spacing)) / spacing)
-        if deviation > SPACING_ERROR_TOLERANCE:
-            raise DataError(folder, f"uneven slice spacing: steps from {steps.min():.3f} to {steps.max():.3f} mm")
-        if deviation > SPACING_WARNING_TOLERANCE:
-            warnings.warn(
-                f"{folder}: slice spacing varies by {100 * deviation:.2f}% (median {spacing:.4f} mm)", stacklevel=2
-            )
-    description = str(getattr(items[0][1], "SeriesDescription", ""))
-    return DicomSeries(uid, description, tuple(files), tuple(float(p) for p in pos), spacing)
-
-
-# ---------------------------------------------------------------------------------------------
+# MONAI ImageReader backed by SimpleITK
 # MONAI ImageReader backed by SimpleITK
 # ---------------------------------------------------------------------------------------------
 
@@ -248,8 +142,9 @@ class SimpleITKReader(ImageReader):
 
     ``LoadImaged(keys, reader=SimpleITKReader())`` gives channel-first-ready arrays in ``(X, Y, Z)``
     order with a RAS affine, like MONAI's ``ITKReader`` (no ``itk`` package needed).  A folder is
-    read as a DICOM series after :func:`inspect_dicom_series` (``series_uid`` picks one of several).
-    A list of files is stacked as channels.  Reading failures raise :class:`DataError`.
+    read as a DICOM series after :func:`~medswin.data.dicom.inspect_dicom_series` (``series_uid`` picks one of several).
+    A list of files is stacked as channels.  Files are sniffed and their headers checked before any
+    voxel is read; every failure raises :class:`DataError`.
     """
 
     def __init__(self, series_uid: str | None = None) -> None:
@@ -267,22 +162,41 @@ class SimpleITKReader(ImageReader):
         images = [self._read_one(Path(n)) for n in names]
         return images[0] if len(images) == 1 else images
 
-    def _read_one(self, path: Path) -> Any:
+    def _read_one(self, path: Path, facts: FileFacts | None = None) -> Any:
+        if is_series_folder(path):
+            return self._read_series(path)
+        facts = facts or sniff(path)
+        if facts.ending in NIFTI_ENDINGS:
+            open_nifti(path, facts)  # NIfTI header checks (qform/sform, ...): lazy, no voxels
+        return self._read_file(path, facts)
+
+    def _read_file(self, path: Path, facts: FileFacts) -> Any:
         import SimpleITK as sitk
 
-        if not path.exists():
-            raise DataError(path, "file not found")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
         try:
-            if path.is_dir():
-                series = inspect_dicom_series(path, self.series_uid)
-                reader = sitk.ImageSeriesReader()
-                reader.SetFileNames([str(f) for f in series.files])
-                return reader.Execute()
-            return sitk.ReadImage(str(path))
-        except DataError:
-            raise
+            reader.ReadImageInformation()
         except Exception as exc:
-            raise DataError(path, f"cannot read ({_short(exc)})") from None
+            raise DataError(path, f"cannot read ({short_error(exc)})") from None
+        check_sitk_header(path, reader, facts)
+        try:
+            return reader.Execute()
+        except MemoryError:
+            raise out_of_memory(path, reader.GetSize()) from None
+        except Exception as exc:
+            raise DataError(path, f"cannot read ({short_error(exc)})") from None
+
+    def _read_series(self, folder: Path) -> Any:
+        import SimpleITK as sitk
+
+        series = inspect_for_reading(folder, self.series_uid)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(f) for f in series.files])
+        try:
+            return reader.Execute()
+        except Exception as exc:  # MemoryError included
+            raise series_error(folder, series, exc, "cannot read") from None
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         """``(X, Y, Z)`` (or ``(C, X, Y, Z)`` when stacking a list) array and MONAI meta data."""
@@ -309,76 +223,136 @@ class SimpleITKReader(ImageReader):
         return arrays[0], meta
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"
-
-
 # ---------------------------------------------------------------------------------------------
 # load_volume
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_nifti(path: Path) -> Volume:
+def _grey_levels(arr: np.ndarray) -> np.ndarray:
+    """Native byte order (torch refuses big-endian arrays), and float16 as float32 (CPU ops want single precision)."""
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    if not arr.dtype.isnative:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _with_time_axis(meta: dict[str, Any], time_axis: dict[str, Any] | None) -> dict[str, Any]:
+    """``meta`` plus ``"time_axis"`` when the NIfTI header marked the 4th dimension as time."""
+    return {**meta, "time_axis": time_axis} if time_axis else meta
+
+
+def _read_nifti(path: Path, facts: FileFacts) -> Volume:
+    img, layout, time_axis = open_nifti(path, facts)
     try:
-        img = nib.load(str(path))
         arr = np.asarray(img.dataobj)
-    except Exception as exc:  # truncated gzip, bad header, ...
-        raise DataError(path, f"cannot read NIfTI (corrupt or truncated file? {_short(exc)})") from None
-    if arr.ndim == 3:
+    except MemoryError:
+        raise out_of_memory(path, img.shape) from None
+    except Exception as exc:  # truncated gzip, ...
+        raise DataError(path, f"cannot read NIfTI (corrupt or truncated file? {short_error(exc)})") from None
+    if layout == "volume":
         arr = arr[None]
-    elif arr.ndim == 4:
+    elif layout == "channels":
         arr = np.moveaxis(arr, -1, 0)
-    elif arr.ndim == 5 and arr.shape[3] == 1:  # (X, Y, Z, 1, C) vector images
+    else:  # (X, Y, Z, 1, C) vector images
         arr = np.moveaxis(arr[:, :, :, 0], -1, 0)
+    meta = _with_time_axis({"reader": "nibabel"}, time_axis)
+    return Volume(_grey_levels(arr), np.asarray(img.affine, dtype=np.float64), str(path), meta)
+
+
+def _read_sitk(path: Path, series_uid: str | None, facts: FileFacts | None) -> Volume:
+    reader, time_axis = SimpleITKReader(series_uid), None
+    if facts is not None and facts.ending in NIFTI_ENDINGS:
+        time_axis = open_nifti(path, facts).time_axis  # the NIfTI header checks, as SimpleITKReader.read does
+        image = reader._read_file(path, facts)
     else:
-        raise DataError(path, f"expected a 3D volume or 4D multi-channel volume, got shape {arr.shape}")
-    return Volume(arr, np.asarray(img.affine, dtype=np.float64), str(path), {"reader": "nibabel"})
+        image = reader._read_one(path, facts)
+    try:
+        arr = sitk_array(image)
+    except MemoryError:
+        raise out_of_memory(path, image.GetSize()) from None
+    return Volume(_grey_levels(arr), sitk_affine(image), str(path), _with_time_axis({"reader": "sitk"}, time_axis))
 
 
 def _read_pydicom(path: Path, series_uid: str | None) -> Volume:
     from monai.data import PydicomReader
 
-    series = inspect_dicom_series(path, series_uid)
+    series = inspect_for_reading(path, series_uid)
+    check_pydicom_decoders(path, series)
     regex = "^(" + "|".join(re.escape(str(f)) for f in series.files) + ")$"
     reader = PydicomReader(fname_regex=regex)
     try:
         arr, meta = reader.get_data(reader.read(str(path)))
-    except Exception as exc:
-        raise DataError(path, f"cannot read DICOM series ({_short(exc)})") from None
+    except Exception as exc:  # MemoryError included
+        raise series_error(path, series, exc, "cannot read DICOM series") from None
     return Volume(np.asarray(arr)[None], np.asarray(meta["affine"], dtype=np.float64), str(path), {"reader": "pydicom"})
 
 
 def load_volume(path: str | os.PathLike, series_uid: str | None = None, reader: str = "auto") -> Volume:
     """Load a volume from a NIfTI / NRRD / MHA file or a DICOM series folder.
 
-    ``reader``: ``"auto"`` (nibabel for NIfTI, SimpleITK otherwise), ``"nibabel"``, ``"sitk"`` or
-    ``"pydicom"`` (DICOM folders, through MONAI's ``PydicomReader``).  Raises :class:`DataError`
-    naming the file for anything missing, unreadable or inconsistent.
+    Every file is sniffed first (:func:`medswin.data.sniff.sniff`) and its header checked before any
+    voxel is allocated (see the module docstring).
+
+    Args:
+        path: a file, or a DICOM series folder.
+        series_uid: the series to read when a folder holds several.
+        reader: ``"auto"`` (nibabel for NIfTI, SimpleITK otherwise), ``"nibabel"``, ``"sitk"`` or
+            ``"pydicom"`` (DICOM folders, through MONAI's ``PydicomReader``).
+
+    Raises:
+        DataError: naming the file for anything missing, unreadable, unsupported or inconsistent.
+        ValueError: for an unknown ``reader``.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
-    name = path.name.lower()
-    if reader == "auto":
-        reader = "nibabel" if name.endswith(NIFTI_ENDINGS) else "sitk"
-    if reader == "nibabel":
-        if not name.endswith(NIFTI_ENDINGS):
-            raise DataError(path, "nibabel reads NIfTI files (.nii, .nii.gz) only")
-        return _read_nifti(path)
-    if reader == "pydicom":
-        if not path.is_dir():
-            raise DataError(path, "the pydicom reader expects a DICOM series folder")
-        return _read_pydicom(path, series_uid)
-    if reader != "sitk":
+    if reader not in ("auto", "nibabel", "sitk", "pydicom"):
         raise ValueError(f"unknown reader {reader!r}; use auto, nibabel, sitk or pydicom")
-    if not path.is_dir() and not name.endswith(SITK_ENDINGS):
-        raise DataError(
-            path, f"unsupported file type (supported: {', '.join(NIFTI_ENDINGS + SITK_ENDINGS)}, DICOM folders)"
-        )
-    sitk_reader = SimpleITKReader(series_uid)
-    image = sitk_reader.read(path)
-    return Volume(sitk_array(image), sitk_affine(image), str(path), {"reader": "sitk"})
+    path = Path(path)
+    if is_series_folder(path):
+        if reader == "nibabel":
+            raise DataError(path, "nibabel reads NIfTI files (.nii, .nii.gz) only")
+        return _read_pydicom(path, series_uid) if reader == "pydicom" else _read_sitk(path, series_uid, None)
+    facts = sniff(path)
+    if reader == "pydicom":
+        raise DataError(path, "the pydicom reader expects a DICOM series folder")
+    is_nifti = facts.ending in NIFTI_ENDINGS
+    if reader == "nibabel" and not is_nifti:
+        raise DataError(path, "nibabel reads NIfTI files (.nii, .nii.gz) only")
+    if reader == "nibabel" or (reader == "auto" and is_nifti):
+        return _read_nifti(path, facts)
+    return _read_sitk(path, series_uid, facts)
+
+
+def load_channels(paths: Sequence[str | os.PathLike], series_uid: str | None = None) -> Volume:
+    """Load one file per channel and stack them into one ``(C, X, Y, Z)`` volume.
+
+    Args:
+        paths: the channel files (or DICOM series folders), in channel order, each read with :func:`load_volume`.
+        series_uid: the series to read from folders holding several.
+
+    Raises:
+        DataError: for a file that cannot be read, or one on a different grid (shape or affine)
+            than the first, naming both files.
+    """
+    if not paths:
+        raise ValueError("load_channels needs at least one file")
+    volumes = [load_volume(p, series_uid) for p in paths]
+    first = volumes[0]
+    for other in volumes[1:]:
+        if other.spatial_shape != first.spatial_shape:
+            raise DataError(
+                other.path,
+                f"channel file is on a different grid than {first.path} "
+                f"(shape {other.spatial_shape} vs {first.spatial_shape})",
+            )
+        offset = float(np.max(np.abs(other.affine - first.affine)))
+        if offset > 1e-3:
+            raise DataError(
+                other.path, f"channel file is on a different grid than {first.path} (affine differs by {offset:.4g} mm)"
+            )
+    if len(volumes) == 1:
+        return first
+    meta = {**first.meta, "channel_paths": [v.path for v in volumes]}
+    return Volume(np.concatenate([v.array for v in volumes]), first.affine, first.path, meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,18 +360,40 @@ def load_volume(path: str | os.PathLike, series_uid: str | None = None, reader: 
 # ---------------------------------------------------------------------------------------------
 
 
-def check_image(volume: Volume, expected_channels: int | None = None, channel_names: Sequence[str] = ()) -> None:
-    """Raise :class:`DataError` for an empty image, NaN/inf voxels or a wrong channel count."""
+def check_image(
+    volume: Volume,
+    expected_channels: int | None = None,
+    channel_names: Sequence[str] = (),
+    allow_all_zero: bool = False,
+) -> None:
+    """Raise :class:`DataError` for an empty image, NaN/inf voxels or a wrong channel count.
+
+    A wrong channel count on a 4D NIfTI whose header marks a time axis (``volume.meta["time_axis"]``)
+    says so, and how to pick one volume.
+
+    Args:
+        volume: the loaded image.
+        expected_channels: the channel count it must have (``None``: any).
+        channel_names: names of the expected channels, for the message.
+        allow_all_zero: accept an image whose every voxel is 0 (e.g. a blank mask or a padding volume).
+    """
     if volume.array.size == 0:
         raise DataError(volume.path, "image is empty (zero voxels)")
     if expected_channels is not None and volume.channels != expected_channels:
         names = f" ({', '.join(channel_names)})" if channel_names else ""
-        raise DataError(volume.path, f"image has {volume.channels} channel(s), expected {expected_channels}{names}")
+        message = f"image has {volume.channels} channel(s), expected {expected_channels}{names}"
+        time_axis = volume.meta.get("time_axis")
+        if time_axis:
+            message += (
+                f"; the 4th dimension is a time axis ({time_axis['volumes']} volumes, step {time_axis['step']}): "
+                "pick one volume first, e.g. nibabel img.slicer[..., k]"
+            )
+        raise DataError(volume.path, message)
     if np.issubdtype(volume.array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(volume.array)))
         if bad:
             raise DataError(volume.path, f"image contains {bad} NaN/inf voxel(s)")
-    if not np.any(volume.array):
+    if not allow_all_zero and not np.any(volume.array):
         raise DataError(volume.path, "image is empty (every voxel is 0)")
 
 
@@ -412,7 +408,7 @@ def check_label(label: Volume, allowed_values: Sequence[int], dataset: str = "")
         if not np.all(arr == np.round(arr)):
             raise DataError(label.path, "label contains non-integer values (is it an image or a probability map?)")
     values = set(np.unique(arr).astype(np.int64).tolist())
-    extra = sorted(values - set(int(v) for v in allowed_values))
+    extra = sorted(values - {int(v) for v in allowed_values})
     if extra:
         where = f"dataset {dataset!r}" if dataset else "the allowed"
         raise DataError(label.path, f"label values {extra} are not in {where} labels {sorted(allowed_values)}")
@@ -435,38 +431,45 @@ def check_pair(image: Volume, label: Volume, atol_mm: float = 1e-3) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _orthogonal_columns(matrix: np.ndarray) -> bool:
+    """True when the 3x3 ``matrix`` has finite, non-zero columns at right angles (|cosine| within
+    :data:`ORTHOGONAL_TOLERANCE`): the only matrices a NIfTI qform (a rotation and spacings) can hold."""
+    norms = np.linalg.norm(matrix, axis=0)
+    if not np.all(np.isfinite(matrix)) or not np.all(norms > 0):
+        return False
+    unit = matrix / norms
+    return float(np.max(np.abs(unit.T @ unit - np.eye(3)))) <= ORTHOGONAL_TOLERANCE
 
 
 def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
     """Write ``array`` (``(X, Y, Z)`` or ``(X, Y, Z, C)``) with ``affine`` to ``path`` atomically.
 
-    Integer label maps are stored as uint8 (or int16 beyond 255 labels).  Returns the path.
+    Integer label maps are stored as uint8 (or int16 beyond 255 labels).  The affine is stored as
+    the sform (code 1), and as the qform (code 1) too when its columns are orthogonal; a sheared
+    affine, which a qform cannot hold, gets qform code 0 (else nibabel would store an approximate
+    qform that :func:`load_volume` rejects as disagreeing with the sform).
+
+    Args:
+        array: the voxels.
+        affine: the 4x4 voxel-to-RAS affine (mm).
+        path: the output file, ending in ``.nii`` or ``.nii.gz``; its folder is created when missing.
+
+    Returns:
+        the path written.
     """
     path = Path(path)
     if not str(path).endswith((".nii", ".nii.gz")):
         raise ValueError(f"{path}: NIfTI outputs must end in .nii or .nii.gz")
     if np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         array = array.astype(np.uint8 if array.min() >= 0 and array.max() <= 255 else np.int16)
-    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(np.asarray(array), affine)
+    if _orthogonal_columns(affine[:3, :3]):
+        img.set_qform(affine, code=1)
+    else:
+        img.set_qform(None, code=0)
+    img.set_sform(affine, code=1)
+    return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def write_like(array: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:

@@ -7,7 +7,11 @@ repository root); users add or override entries with their own YAML files::
     spec = get_dataset_spec("btcv")
     spec.out_channels   # 14 (background + 13 organs)
 
-Every validation error names the file, the entry and the key.
+Only what the code cannot guess is required: ``channel_names``, ``labels`` and ``file_ending``
+(enough to check, evaluate or predict).  Everything else has a default (``DEFAULTS``); the keys
+that matter for training (``target_spacing``, ``normalization``, ``roi_size``) are listed in
+``spec.defaulted`` so the trainer can warn when it runs on a guess.  ``license`` is accepted for
+``licence``.  Every validation error names the file, the entry and the key.
 """
 
 from __future__ import annotations
@@ -27,19 +31,24 @@ LAYOUTS = ("decathlon", "nnunet", "brats", "btcv", "flat", "biplanar")
 TASKS = ("segmentation", "biplanar")
 FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", "dicom")
 NORMALIZATIONS = ("ct", "zscore", "none")
-REQUIRED = (
+REQUIRED = ("channel_names", "labels", "file_ending")
+OPTIONAL = (
     "description",
-    "channel_names",
-    "labels",
-    "file_ending",
+    "task",
     "layout",
     "target_spacing",
     "normalization",
     "roi_size",
     "licence",
     "source",
+    "regions",
+    "case_pattern",
+    "channel_suffixes",
+    "citation",
 )
-OPTIONAL = ("task", "regions", "case_pattern", "channel_suffixes", "citation")
+ALIASES = {"license": "licence"}  # accepted spelling -> the key it stands for
+TRAINING_KEYS = ("target_spacing", "normalization", "roi_size")  # defaults here change what a model learns
+DEFAULT_NORMALIZATION = {"type": "zscore", "nonzero": False, "channel_wise": True}
 
 
 class DatasetSpecError(ValueError):
@@ -51,22 +60,23 @@ class DatasetSpec:
     """One validated dataset entry.  See ``datasets.yaml`` for the meaning of each field."""
 
     name: str
-    description: str
     channel_names: tuple[str, ...]
     labels: dict[str, int]
     file_ending: str
-    layout: str
-    target_spacing: tuple[float, float, float]
-    normalization: dict[str, Any]
-    roi_size: tuple[int, int, int]
-    licence: str
-    source: str
+    description: str = ""
+    layout: str | None = None
+    target_spacing: tuple[float, float, float] | None = None
+    normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    roi_size: tuple[int, int, int] | None = None
+    licence: str = ""
+    source: str = ""
     task: str = "segmentation"
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
     case_pattern: str | None = None
     channel_suffixes: dict[str, str] = field(default_factory=dict)
     citation: str | None = None
     origin: str = "<built-in>"
+    defaulted: tuple[str, ...] = ()
 
     @property
     def num_channels(self) -> int:
@@ -95,6 +105,40 @@ class DatasetSpec:
         """True for CT-window normalisation."""
         return self.normalization["type"] == "ct"
 
+    @property
+    def uses_nonzero_mask(self) -> bool:
+        """True for nonzero z-score normalisation: voxels that are exactly 0 in every channel lie outside the
+        scan (skull-stripped MRI, BraTS) and are predicted background there, as nnU-Net does."""
+        return self.normalization["type"] == "zscore" and bool(self.normalization.get("nonzero"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., "entry": {...}}``: the entry as ``datasets.yaml`` would hold it (stored in checkpoints,
+        so prediction needs no ``datasets.yaml``); :meth:`from_dict` reads it back."""
+        entry: dict[str, Any] = {
+            "description": self.description,
+            "task": self.task,
+            "channel_names": list(self.channel_names),
+            "labels": dict(self.labels),
+            "file_ending": self.file_ending,
+            "layout": self.layout,
+            "target_spacing": list(self.target_spacing) if self.target_spacing is not None else None,
+            "normalization": dict(self.normalization),
+            "roi_size": list(self.roi_size) if self.roi_size is not None else None,
+            "licence": self.licence,
+            "source": self.source,
+            "regions": {k: list(v) for k, v in self.regions.items()},
+            "case_pattern": self.case_pattern,
+            "channel_suffixes": dict(self.channel_suffixes),
+            "citation": self.citation,
+        }
+        kept = {k: v for k, v in entry.items() if v not in (None, "", {}, []) and k not in self.defaulted}
+        return {"name": self.name, "entry": kept}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "<checkpoint>") -> DatasetSpec:
+        """Inverse of :meth:`to_dict`."""
+        return parse_spec(data["name"], data["entry"], origin=origin)
+
 
 def _fail(origin: str, name: str, key: str, problem: str) -> DatasetSpecError:
     return DatasetSpecError(f"{origin}: entry {name!r}: key {key!r}: {problem}")
@@ -118,12 +162,21 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
     """Validate one YAML entry and build its :class:`DatasetSpec` (raises :class:`DatasetSpecError`)."""
     if not isinstance(entry, Mapping):
         raise DatasetSpecError(f"{origin}: entry {name!r} must be a mapping of keys, got {type(entry).__name__}")
+    entry = dict(entry)
+    for alias, key in ALIASES.items():
+        if alias in entry:
+            if key in entry:
+                raise _fail(origin, name, alias, f"given together with {key!r}: keep one")
+            entry[key] = entry.pop(alias)
     unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
     if unknown:
-        raise _fail(origin, name, unknown[0], f"unknown key (valid keys: {', '.join(REQUIRED + OPTIONAL)})")
+        raise _fail(
+            origin, name, unknown[0], f"unknown key (required: {', '.join(REQUIRED)}; optional: {', '.join(OPTIONAL)})"
+        )
     for key in REQUIRED:
         if key not in entry or entry[key] in (None, ""):
-            raise _fail(origin, name, key, "missing")
+            raise _fail(origin, name, key, f"missing (required keys: {', '.join(REQUIRED)})")
+    defaulted = tuple(k for k in TRAINING_KEYS if entry.get(k) is None)
 
     channels = entry["channel_names"]
     if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
@@ -153,10 +206,11 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
 
     if entry["file_ending"] not in FILE_ENDINGS:
         raise _fail(origin, name, "file_ending", f"{entry['file_ending']!r} is not one of {', '.join(FILE_ENDINGS)}")
-    if entry["layout"] not in LAYOUTS:
-        raise _fail(origin, name, "layout", f"{entry['layout']!r} is not one of {', '.join(LAYOUTS)}")
+    layout = entry.get("layout")
+    if layout is not None and layout not in LAYOUTS:
+        raise _fail(origin, name, "layout", f"{layout!r} is not one of {', '.join(LAYOUTS)}")
 
-    norm = entry["normalization"]
+    norm = entry.get("normalization") or DEFAULT_NORMALIZATION
     if not isinstance(norm, Mapping) or norm.get("type") not in NORMALIZATIONS:
         raise _fail(origin, name, "normalization", f"needs type: ct, zscore or none, got {norm!r}")
     norm = dict(norm)
@@ -172,14 +226,16 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
     elif norm["type"] == "zscore":
         norm.setdefault("nonzero", True)
         norm.setdefault("channel_wise", True)
-    task = str(entry.get("task", "segmentation"))
+    task = str(entry.get("task") or ("biplanar" if layout == "biplanar" else "segmentation"))
     if task not in TASKS:
         raise _fail(origin, name, "task", f"{task!r} is not one of {', '.join(TASKS)}")
-    if (task == "biplanar") != (entry["layout"] == "biplanar"):
+    if task == "biplanar" and layout is None:
+        layout = "biplanar"
+    if (task == "biplanar") != (layout == "biplanar"):
         raise _fail(origin, name, "layout", "biplanar datasets (task: biplanar) use the biplanar layout, and only they")
 
     suffixes = dict(entry.get("channel_suffixes") or {})
-    if entry["layout"] == "brats":
+    if layout == "brats":
         if not entry.get("case_pattern"):
             raise _fail(
                 origin, name, "case_pattern", "the brats layout needs a case folder pattern, e.g. 'BraTS2021_*'"
@@ -188,24 +244,26 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
         if missing:
             raise _fail(origin, name, "channel_suffixes", f"the brats layout needs a file suffix for {missing}")
 
+    spacing, roi = entry.get("target_spacing"), entry.get("roi_size")
     return DatasetSpec(
         name=name,
-        description=str(entry["description"]),
+        description=str(entry.get("description") or ""),
         channel_names=tuple(channels),
         labels={str(k): int(v) for k, v in labels.items()},
         file_ending=entry["file_ending"],
-        layout=entry["layout"],
-        target_spacing=_triple(origin, name, "target_spacing", entry["target_spacing"], float),
+        layout=layout,
+        target_spacing=_triple(origin, name, "target_spacing", spacing, float) if spacing is not None else None,
         normalization=norm,
-        roi_size=_triple(origin, name, "roi_size", entry["roi_size"], int),
-        licence=str(entry["licence"]),
-        source=str(entry["source"]),
+        roi_size=_triple(origin, name, "roi_size", roi, int) if roi is not None else None,
+        licence=str(entry.get("licence") or ""),
+        source=str(entry.get("source") or ""),
         task=task,
         regions=regions,
         case_pattern=entry.get("case_pattern"),
         channel_suffixes={str(k): str(v) for k, v in suffixes.items()},
         citation=entry.get("citation"),
         origin=origin,
+        defaulted=defaulted,
     )
 
 

@@ -1,8 +1,14 @@
 """MONAI transform pipelines built from a :class:`DatasetSpec` (train / validation / inference).
 
-Everything is a MONAI transform; the one addition is :class:`LabelToRegions` (and its dictionary
-form), which turns a label map into overlapping region channels from the spec's ``regions``
-(BraTS 2021: ET = 4, BraTS 2023: ET = 3; MONAI's own converter only knows the 2021 values).
+Everything is a MONAI transform.  Files are read by :class:`~medswin.data.loading.LoadVolumed` /
+:class:`~medswin.data.loading.LoadViewd` (the data layer's checked reader, no fallback) instead of
+``LoadImaged``.  The additions are :class:`LabelToRegions` (and its dictionary form), which turns a
+label map into overlapping region channels from the spec's ``regions`` (BraTS 2021: ET = 4, BraTS
+2023: ET = 3; MONAI's own converter only knows the 2021 values), and the joint biplanar augmentation.
+
+:data:`NORMALIZATIONS` maps each ``normalization`` type of a dataset entry to the MONAI transform
+(name and arguments) that implements it: the pipelines here and the bundle configs written by
+``bundles/generate.py`` both build from it.
 
 The inference pipeline is invertible: :func:`invert_transforms` returns the ``Invertd`` that brings
 predictions back onto the input's grid (orientation, spacing, shape, affine).
@@ -16,14 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import ImageReader, NibabelReader
 from monai.transforms import (
     Compose,
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
     Invertd,
-    LoadImaged,
     MapTransform,
     NormalizeIntensityd,
     Randomizable,
@@ -39,7 +43,7 @@ from monai.transforms import (
     Transform,
 )
 
-from .io import SimpleITKReader
+from .loading import LoadViewd, LoadVolumed
 from .spec import DatasetSpec
 
 
@@ -147,13 +151,20 @@ class RandBiplanarAugmentd(Randomizable, MapTransform):
         return d
 
 
+def _biplanar_loading(spec: DatasetSpec) -> list:
+    """The two views (checked, min-max scaled, ``(1, H, W)``) and the 3D label (checked) of a biplanar case."""
+    return [
+        LoadViewd(list(VIEW_KEYS)),
+        LoadVolumed("label", label_key="label", label_values=spec.label_values, dataset=spec.name),
+    ]
+
+
 def biplanar_train_transforms(spec: DatasetSpec) -> Compose:
     """Swin-X2S training: load the two views and the 3D label, joint flips and shift, intensity jitter."""
     keys = [*VIEW_KEYS, "label"]
     return Compose(
         [
-            LoadImaged(keys, reader=NibabelReader(), image_only=True),
-            EnsureChannelFirstd(keys, channel_dim="no_channel"),
+            *_biplanar_loading(spec),
             EnsureTyped(keys, track_meta=False),
             RandBiplanarAugmentd(),
             RandScaleIntensityd(list(VIEW_KEYS), factors=0.1, prob=0.5),
@@ -166,42 +177,61 @@ def biplanar_train_transforms(spec: DatasetSpec) -> Compose:
 def biplanar_val_transforms(spec: DatasetSpec) -> Compose:
     """Swin-X2S validation: the two views and the 3D label, as stored."""
     keys = [*VIEW_KEYS, "label"]
-    return Compose(
-        [
-            LoadImaged(keys, reader=NibabelReader(), image_only=True),
-            EnsureChannelFirstd(keys, channel_dim="no_channel"),
-            EnsureTyped(keys),
-        ]
-    )
+    return Compose([*_biplanar_loading(spec), EnsureTyped(keys)])
 
 
-def reader_for(spec: DatasetSpec) -> ImageReader:
-    """nibabel for NIfTI datasets, SimpleITK (NRRD, MHA, DICOM series) otherwise."""
-    return NibabelReader() if spec.file_ending in (".nii.gz", ".nii") else SimpleITKReader()
+NORMALIZATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ct": ("ScaleIntensityRanged", ("a_min", "a_max", "b_min", "b_max", "clip")),
+    "zscore": ("NormalizeIntensityd", ("nonzero", "channel_wise")),
+    "none": ("EnsureTyped", ()),
+}
+"""``normalization`` type -> (MONAI dictionary transform, the entry's keys passed as its arguments)."""
+
+_TRANSFORMS = {
+    "ScaleIntensityRanged": ScaleIntensityRanged,
+    "NormalizeIntensityd": NormalizeIntensityd,
+    "EnsureTyped": EnsureTyped,
+}
+
+
+def intensity_arguments(spec: DatasetSpec) -> tuple[str, dict[str, Any]]:
+    """``(MONAI transform name, its arguments besides keys)`` for the spec's normalisation (:data:`NORMALIZATIONS`)."""
+    n = spec.normalization
+    name, args = NORMALIZATIONS[n["type"]]
+    return name, {a: n[a] for a in args}
 
 
 def intensity_transform(spec: DatasetSpec, keys: KeysCollection = "image") -> MapTransform:
-    """CT window to ``[b_min, b_max]`` (clipped), per-channel z-score over nonzero voxels, or nothing."""
-    n = spec.normalization
-    if n["type"] == "none":
-        return EnsureTyped(keys)
-    if n["type"] == "ct":
-        return ScaleIntensityRanged(
-            keys, a_min=n["a_min"], a_max=n["a_max"], b_min=n["b_min"], b_max=n["b_max"], clip=n["clip"]
-        )
-    return NormalizeIntensityd(keys, nonzero=n["nonzero"], channel_wise=n["channel_wise"])
+    """CT window to ``[b_min, b_max]`` (clipped), per-channel z-score (over nonzero voxels), or nothing."""
+    name, args = intensity_arguments(spec)
+    return _TRANSFORMS[name](keys, **args)
 
 
-def _base(spec: DatasetSpec, keys: list[str], reader: ImageReader | None = None) -> list:
+def load_transform(
+    spec: DatasetSpec, keys: Sequence[str], series_uid: str | None = None, inference: bool = False
+) -> LoadVolumed:
+    """The checked loading step of a volume pipeline for ``spec`` (channels, label values, DICOM series)."""
+    return LoadVolumed(
+        list(keys),
+        label_key="label",
+        channels=spec.num_channels,
+        channel_names=spec.channel_names,
+        label_values=spec.label_values,
+        dataset=spec.name,
+        series_uid=series_uid,
+        allow_all_zero=inference,
+    )
+
+
+def _base(spec: DatasetSpec, keys: list[str], series_uid: str | None = None, inference: bool = False) -> list:
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
-    steps: list = [LoadImaged(keys, reader=reader or reader_for(spec), image_only=True), EnsureChannelFirstd(keys)]
+    steps: list = [load_transform(spec, keys, series_uid, inference), EnsureChannelFirstd(keys)]
     if "label" in keys and spec.regions:
         steps.append(LabelToRegionsd("label", spec.regions))
-    steps += [
-        Orientationd(keys, axcodes="RAS", labels=None),
-        Spacingd(keys, pixdim=spec.target_spacing, mode=modes),
-        intensity_transform(spec),
-    ]
+    steps.append(Orientationd(keys, axcodes="RAS", labels=None))
+    if spec.target_spacing is not None:
+        steps.append(Spacingd(keys, pixdim=spec.target_spacing, mode=modes))
+    steps.append(intensity_transform(spec))
     return steps
 
 
@@ -210,7 +240,9 @@ def train_transforms(
 ) -> Compose:
     """Training pipeline: load, RAS, resample, normalise, crop foreground, foreground-biased random
     patches of ``roi_size`` (``num_samples`` per volume), flips on every axis, rot90, intensity jitter."""
-    roi = tuple(roi_size or spec.roi_size)
+    roi = tuple(roi_size or spec.roi_size or ())
+    if len(roi) != 3:
+        raise ValueError(f"dataset {spec.name!r} sets no roi_size: give the training patch size (roi_size / --roi)")
     keys = ["image", "label"]
     return Compose(
         _base(spec, keys)
@@ -246,12 +278,10 @@ def val_transforms(spec: DatasetSpec) -> Compose:
     return Compose(_base(spec, keys) + [EnsureTyped(keys)])
 
 
-def infer_transforms(spec: DatasetSpec, reader: ImageReader | None = None) -> Compose:
-    """Inference pipeline for images alone; invert predictions with :func:`invert_transforms`.
-
-    ``reader`` overrides the spec's (e.g. :class:`SimpleITKReader` for a DICOM folder input).
-    """
-    return Compose(_base(spec, ["image"], reader) + [EnsureTyped("image")])
+def infer_transforms(spec: DatasetSpec, series_uid: str | None = None) -> Compose:
+    """Inference pipeline for images alone (any format the data layer reads; ``series_uid`` picks one series of
+    a DICOM folder holding several); invert predictions with :func:`invert_transforms`."""
+    return Compose(_base(spec, ["image"], series_uid, inference=True) + [EnsureTyped("image")])
 
 
 def invert_transforms(infer: Compose, keys: KeysCollection = "pred", nearest: bool = False) -> Invertd:

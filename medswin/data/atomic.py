@@ -1,0 +1,66 @@
+"""The one atomic writer: every file medswin writes appears whole or not at all.
+
+A writer fills a temporary file next to the target (same folder, so the final rename never crosses
+file systems), which then replaces the target with ``os.replace``; a run killed at any moment
+(even SIGKILL) leaves at most a hidden ``.tmp-*`` file, never a truncated output and never a
+half-overwritten file of the user's.
+
+    atomic_write("out/summary.json", lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic("out/config.yaml", text)
+    write_bytes_atomic("out/metrics.csv", data)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+def default_file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give under the current umask (``mkstemp`` uses 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix: str | None = None) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    Args:
+        path: the final file; its folder is created when missing.
+        write: fills the temporary file given its path (e.g. ``lambda tmp: torch.save(obj, tmp)``).
+        suffix: ending of the temporary file (default: ``path``'s, ``.nii.gz`` included), for writers
+            that choose the format from the file name.
+
+    Returns the final path.  On any error the temporary file is removed and the error re-raised;
+    an existing ``path`` is then left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
