@@ -215,11 +215,11 @@ def test_anisotropic_strides():
     with pytest.raises(ValueError, match=r"axis 0 = 18 \(multiple of 4 needed\).*\(20, 64, 64\)"):
         model(torch.randn(1, 1, 18, 64, 64))
     with pytest.raises(ValueError, match="bottleneck"):
-        model.check_input_size((4, 32, 32))
+        model.size_rule.check((4, 32, 32))
     iso = create_model("cswin_unet_tiny", in_channels=1, out_channels=2)
     assert iso.size_divisor == 32 and isinstance(iso.size_divisor, int)
     with pytest.raises(ValueError, match=r"multiple of 32"):
-        iso.check_input_size((64, 64, 48))
+        iso.size_rule.check((64, 64, 48))
 
 
 def test_decoder_per_level_upsample_is_backward_compatible():

@@ -180,10 +180,10 @@ def test_non_multiple_of_64_uses_coarse_interpolation_and_bad_sizes_raise():
 
     for bad in [(48, 48, 48), (64, 64, 80)]:
         with pytest.raises(ValueError, match=r"not a multiple of 32.*multiples of 64.*e\.g\. to \(64, 64, (64|96)\)"):
-            model.check_input_size(bad)
+            model.size_rule.check(bad)
     with pytest.raises(ValueError, match="multiple of 32"):
         model(torch.randn(1, 2, 48, 48, 48))
-    model.check_input_size((32, 64, 96))  # any multiple of 32 is accepted
+    model.size_rule.check((32, 64, 96))  # any multiple of 32 is accepted
 
 
 def test_group_norm_groups_adapt_to_channels():

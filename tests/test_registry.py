@@ -6,21 +6,21 @@ import pytest
 import torch
 
 import medswin
-from medswin.models import create_model, list_models, model_info
+from medswin.models import check_input_size, check_roi, create_model, get_entry, list_models, model_info, model_kind
 
 TINY = list_models("*_tiny")
 
 
 def _inputs(model, batch=1):
     """Arguments for one forward: a volume, or the two X-ray views of a biplanar model."""
-    if getattr(model, "biplanar", False):
+    if model_kind(model) == "biplanar":
         return tuple(torch.randn(batch, model.in_channels, *model.img_size) for _ in range(2))
     size = max(64, 2 * model.size_divisor)
     return (torch.randn(batch, model.in_channels, size, size, size),)
 
 
 def _output_shape(model, inputs, out_channels):
-    if getattr(model, "biplanar", False):
+    if model_kind(model) == "biplanar":
         h, w = model.img_size
         return (inputs[0].shape[0], out_channels, h, h, w)
     return (inputs[0].shape[0], out_channels, *inputs[0].shape[2:])
@@ -33,6 +33,25 @@ def test_registry_lists_presets_and_package_exports():
     info = model_info("swin_unetr_base", in_channels=1, out_channels=14)
     assert 62.0e6 < info["params"] < 62.4e6  # the paper's 62.2M
     assert info["size_divisor"] == 32 and info["default_roi"] == (96, 96, 96) and "Swin UNETR" in info["paper"]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_accepts_its_own_default_roi_and_says_what_it_takes(name):
+    entry = get_entry(name)
+    with torch.device("meta"):
+        model = create_model(name, in_channels=1, out_channels=2)
+    assert entry.kind == model_kind(name) == model_kind(model) == ("biplanar" if "x2s" in name else "volume")
+    roi = entry.default_roi
+    if entry.kind == "biplanar":  # views (H, W) -> volume (H, H, W)
+        assert roi[0] == roi[1] and (roi[0], roi[2]) == model.img_size
+        check_input_size(model, (roi[0], roi[2]))
+        with pytest.raises(ValueError, match=r"Swin-X2S was built for views of"):
+            check_input_size(model, (roi[0] + 32, roi[2]))
+    else:
+        check_roi(model, roi)
+        with pytest.raises(ValueError, match=rf"roi_size .* does not fit {type(model).__name__}"):
+            check_roi(model, tuple(r + 16 for r in roi))
+    assert model_info(name)["kind"] == entry.kind
 
 
 def test_unknown_model_suggests_names():

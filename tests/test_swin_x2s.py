@@ -15,7 +15,7 @@ from medswin.cli import main
 from medswin.data.io import load_volume
 from medswin.data.spec import load_dataset_specs, parse_spec
 from medswin.data.synthetic import make_spine_phantom, write_synthetic_dataset
-from medswin.models import create_model
+from medswin.models import create_model, model_kind
 from medswin.models.swin_x2s import CrossViewAttention, DimensionExpansion, SwinX2S
 from medswin.training.losses import BiplanarLoss, base_loss
 
@@ -255,7 +255,7 @@ def test_a_volume_model_refuses_a_biplanar_dataset(tmp_path):
     cfg = TrainConfig(model="swin_unetr_tiny", dataset="bp", data=str(tmp_path), out=str(tmp_path / "r"))
     with pytest.raises(ValueError, match="provides two X-ray views"):
         Trainer(cfg, spec=spec, cases={"train": [], "val": []})
-    assert create_model("swin_x2s_tiny", in_channels=1, out_channels=2).biplanar
+    assert model_kind(create_model("swin_x2s_tiny", in_channels=1, out_channels=2)) == "biplanar"
 
 
 def test_biplanar_augmentation_flips_only_the_allowed_axes_and_keeps_views_and_label_aligned():

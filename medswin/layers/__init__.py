@@ -5,7 +5,9 @@ from .attention import WindowAttention3D
 from .conv import ChannelsLastConv3d, OutBlock, ResConvBlock, UpBlock
 from .cswin import CSwinAttention3D, CSwinBlock3D, CSwinEncoder3D
 from .decoder import UNETRDecoder
+from .helpers import to_3tuple
 from .norm import instance_norm_act
+from .plain import plain_ops, use_plain_ops
 from .swin import Mlp, PatchEmbed, PatchMerging3D, SwinBlock3D, SwinEncoder3D, SwinStage3D
 from .window import WindowLayout, get_window_layout, window_partition, window_reverse
 
@@ -28,6 +30,9 @@ __all__ = [
     "WindowLayout",
     "get_window_layout",
     "instance_norm_act",
+    "plain_ops",
+    "to_3tuple",
+    "use_plain_ops",
     "window_partition",
     "window_reverse",
 ]

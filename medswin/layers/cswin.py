@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .conv import ChannelsLastConv3d
+from .helpers import to_3tuple
 from .swin import Mlp, map_to_tokens, tokens_to_map
 from .window import padded_grid
 
@@ -40,11 +41,8 @@ AXES = (0, 1, 2)
 
 
 def as_stride(value: int | Sequence[int], name: str = "stride") -> tuple[int, int, int]:
-    """An int or three per-axis ints -> a validated ``(d, h, w)`` stride."""
-    t = (value,) * 3 if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(t) != 3 or any(v < 1 for v in t):
-        raise ValueError(f"{name} must be a positive int or 3 positive ints (d, h, w), got {value!r}")
-    return t  # type: ignore[return-value]
+    """An int or three per-axis ints -> a validated ``(d, h, w)`` stride (every entry >= 1)."""
+    return to_3tuple(value, name, minimum=1)
 
 
 def stripe_window(grid: Sequence[int], axis: int | None, stripe_width: int | None) -> tuple[int, int, int]:

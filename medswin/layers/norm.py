@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from .plain import use_plain_ops
+
 
 def _token_view(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """View ``(B, C, *spatial)`` as ``(B, S, C)`` (channels-last) or ``(B, C, S)``; return view and spatial dim."""
@@ -170,4 +172,18 @@ def instance_norm_act(
         raise ValueError(f"instance_norm_act expects (B, C, D, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"residual shape {tuple(residual.shape)} != input shape {tuple(x.shape)}")
+    if use_plain_ops():
+        return _instance_norm_act_plain(x, residual, negative_slope, eps)
     return _InstanceNormAct.apply(x, residual, negative_slope, eps, inplace)
+
+
+def _instance_norm_act_plain(
+    x: torch.Tensor, residual: torch.Tensor | None, negative_slope: float | None, eps: float
+) -> torch.Tensor:
+    """:func:`instance_norm_act` in plain ops (float32 two-pass statistics, as the fused kernel), for tracing."""
+    dims = tuple(range(2, x.dim()))
+    xf = x.float()
+    centred = xf - xf.mean(dims, keepdim=True)
+    y = (centred * torch.rsqrt(centred.pow(2).mean(dims, keepdim=True) + eps)).to(x.dtype)
+    y = y + residual if residual is not None else y
+    return torch.nn.functional.leaky_relu(y, negative_slope) if negative_slope is not None else y

@@ -32,6 +32,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from .plain import use_plain_ops
+
 MASK_VALUE = -100.0
 """Logit offset between tokens of different shifted-window regions (Swin / MONAI convention)."""
 
@@ -148,6 +150,20 @@ class _GatherRows(torch.autograd.Function):
         if inverse_zero_rows.numel():
             g.index_fill_(0, inverse_zero_rows, 0)
         return g, None, None, None, None
+
+
+def _gather_rows(
+    x: torch.Tensor,
+    index: torch.Tensor,
+    zero_rows: torch.Tensor,
+    inverse: torch.Tensor,
+    inverse_zero_rows: torch.Tensor,
+) -> torch.Tensor:
+    """``x[index]`` with the padding rows zeroed: the fused gather, or plain ops while tracing (:mod:`.plain`)."""
+    if use_plain_ops():
+        out = x.index_select(0, index)
+        return out.index_fill(0, zero_rows, 0) if zero_rows.numel() else out
+    return _GatherRows.apply(x, index, zero_rows, inverse, inverse_zero_rows)
 
 
 @dataclass(frozen=True)
@@ -270,13 +286,13 @@ class WindowLayout:
     def to_windows(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, *grid, C)`` -> windows ``(num_windows, N, C)`` in group order (padding rows are zero)."""
         c = x.shape[-1]
-        rows = _GatherRows.apply(x.reshape(-1, c), self.index, self.zero_rows, self.inverse, self._empty)
+        rows = _gather_rows(x.reshape(-1, c), self.index, self.zero_rows, self.inverse, self._empty)
         return rows.view(self.num_windows, self.tokens_per_window, c)
 
     def from_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """Windows ``(num_windows, N, C)`` -> tokens ``(B, *grid, C)``; padding rows are dropped."""
         c = windows.shape[-1]
-        rows = _GatherRows.apply(windows.reshape(-1, c), self.inverse, self._empty, self.index, self.zero_rows)
+        rows = _gather_rows(windows.reshape(-1, c), self.inverse, self._empty, self.index, self.zero_rows)
         return rows.view(self.batch, *self.grid, c)
 
 

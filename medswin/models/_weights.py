@@ -165,3 +165,22 @@ def load_encoder_weights(model: nn.Module, path: str | os.PathLike) -> LoadRepor
             + (f" (e.g. {unexpected[0]})" if unexpected else "")
         )
     return load_matching(model, encoder, source + origin, require="encoder.")
+
+
+MONAI_KEY_PREFIXES = ("swinViT.", "swin_vit.", "module.", "encoder1.")  # MONAI SwinUNETR / its SSL checkpoint
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Load weights for ``model`` from ``path``, whatever their format, and report what matched.
+
+    Accepted: a medswin training checkpoint (its ``model``), MONAI ``SwinUNETR`` weights or the released
+    self-supervised ``model_swinvit.pt`` (for models with ``load_monai_state_dict``), or any state dict
+    whose keys and shapes match.  Raises :class:`WeightLoadError` when nothing fits.
+    """
+    state = load_checkpoint_file(str(path))
+    if hasattr(model, "load_monai_state_dict") and any(k.startswith(MONAI_KEY_PREFIXES) for k in state):
+        report = model.load_monai_state_dict(state, source=str(path))
+    else:
+        report = load_matching(model, state, str(path))
+    log.info("%s", report)
+    return report

@@ -46,6 +46,7 @@ from torch import nn
 from ..layers.cswin import CSwinEncoder3D, as_stride, normalize_merge_strides
 from ..layers.decoder import UNETRDecoder
 from ._registry import register_model
+from ._sizes import SizeRule
 
 PAPER = "Li et al. 2023, CSwin-UNet; Dong et al. CVPR 2022, CSWin Transformer (arXiv:2107.00652); our 3D design"
 
@@ -118,42 +119,21 @@ class CSwinUNet(nn.Module):
         )
         strides = self.encoder.strides
         divisor = tuple(math.prod(s[a] for s in strides) for a in range(3))
-        self._divisor: tuple[int, int, int] = divisor  # type: ignore[assignment]
-        # an int when every axis has the same divisor, else the per-axis tuple
-        self.size_divisor: int | tuple[int, int, int] = (
-            divisor[0] if len(set(divisor)) == 1 else divisor  # type: ignore[assignment]
-        )
+        self.size_rule = SizeRule("CSwin UNet", divisor, min_bottleneck_voxels=2)
         upsample = [s[0] if len(set(s)) == 1 else s for s in strides]
         self.decoder = UNETRDecoder(in_channels, self.encoder.out_channels, out_channels, upsample=upsample)
 
-    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
-        """Raise ``ValueError`` explaining which sizes work if ``spatial_shape`` does not."""
-        shape = tuple(int(s) for s in spatial_shape)
-        if len(shape) != 3:
-            raise ValueError(f"CSwin UNet takes 3D inputs, got spatial shape {shape}")
-        k = self._divisor
-        bad = [f"axis {i} = {s} (multiple of {d} needed)" for i, (s, d) in enumerate(zip(shape, k)) if s % d]
-        if bad:
-            fix = tuple(max(d, -(-s // d) * d) for s, d in zip(shape, k))
-            raise ValueError(
-                f"CSwin UNet input size {shape} does not fit the size divisor {self.size_divisor} "
-                f"({', '.join(bad)}); sizes that work are multiples of {k} per axis (d, h, w): pad or crop, "
-                f"e.g. to {fix}"
-            )
-        bottleneck = [s // d for s, d in zip(shape, k)]
-        if math.prod(bottleneck) <= 1:
-            fix = tuple(2 * d if i == 0 else d for i, d in enumerate(k))
-            raise ValueError(
-                f"CSwin UNet input size {shape} leaves a {'x'.join(map(str, bottleneck))} bottleneck, too small for "
-                f"instance normalisation; use twice the divisor {k} on at least one axis, e.g. {fix}"
-            )
+    @property
+    def size_divisor(self) -> int | tuple[int, ...]:
+        """Per-axis product of the strides: an int when every axis shares it, else ``(d, h, w)``."""
+        return self.size_rule.size_divisor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, D, H, W)`` -> logits ``(B, out_channels, D, H, W)``."""
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
         if not torch.jit.is_tracing():
-            self.check_input_size(x.shape[2:])
+            self.size_rule.check(x.shape[2:])
         return self.decoder(x, self.encoder(x))
 
 

@@ -65,17 +65,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.conv import ChannelsLastConv3d, to_channels_last
+from ..layers.helpers import to_3tuple
 from ..layers.swin import Mlp, SwinBlock3D, SwinEncoder3D, map_to_tokens, tokens_to_map
 from ._registry import register_model
+from ._sizes import SizeRule
 
 PAPER = "Lin et al. 2021, DS-TransUNet (arXiv:2106.06716)"
-
-
-def _tuple3(v: int | Sequence[int]) -> tuple[int, int, int]:
-    t = (v, v, v) if isinstance(v, int) else tuple(int(i) for i in v)
-    if len(t) != 3:
-        raise ValueError(f"expected an int or 3 values, got {v!r}")
-    return t  # type: ignore[return-value]
 
 
 def group_norm_groups(channels: int, max_groups: int = 32) -> int:
@@ -415,7 +410,7 @@ class DSTransUNet(nn.Module):
                     raise ValueError(f"{prefix}feature_size {c} x 2^{i} is not divisible by {prefix}num_heads[{i}]={h}")
         if len(stem_channels) != 2:
             raise ValueError(f"stem_channels needs 2 widths (full resolution, /2), got {tuple(stem_channels)}")
-        window = _tuple3(window_size)
+        window = to_3tuple(window_size)
         self.config: dict[str, Any] = dict(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -438,7 +433,13 @@ class DSTransUNet(nn.Module):
             use_checkpoint=use_checkpoint,
         )
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.size_divisor = 32
+        self.size_rule = SizeRule(
+            "DS-TransUNet",
+            (32, 32, 32),
+            note="the fine Swin stream (patch 4, four stages) reduces by 32; multiples of 64 also give the coarse "
+            "stream (patch 8) exact half-resolution maps, other multiples of 32 (e.g. 96) work through a resized "
+            "coarse stage-4 map",
+        )
         self.deep_supervision_weights = {"out": 0.6, "aux1": 0.2, "aux2": 0.2}
         self.encoder = DualSwinEncoder(
             in_channels,
@@ -476,26 +477,10 @@ class DSTransUNet(nn.Module):
         self.aux_head1 = _conv_with_bias(c[3], out_channels, 1)
         self.aux_head2 = _conv_with_bias(c[0], out_channels, 1)
 
-    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
-        """Raise ``ValueError`` explaining which sizes work if ``spatial_shape`` does not.
-
-        Every axis must be a positive multiple of 32.  Multiples of 64 give the coarse stream
-        exact half-resolution maps at all four stages; other multiples of 32 (e.g. 96) work too,
-        with the coarse stage-4 output resized to the fine one by nearest interpolation.
-        """
-        shape = tuple(int(s) for s in spatial_shape)
-        k = self.size_divisor
-        if len(shape) != 3:
-            raise ValueError(f"DS-TransUNet is 3D: expected 3 spatial sizes, got {shape}")
-        bad = [f"axis {i} = {s}" for i, s in enumerate(shape) if s % k or s <= 0]
-        if bad:
-            fix = tuple(max(k, -(-s // k) * k) for s in shape)
-            raise ValueError(
-                f"DS-TransUNet input size {shape} is not a multiple of {k} ({', '.join(bad)}). The fine Swin stream "
-                f"(patch 4, four stages) reduces by {k}, so every axis must be a multiple of {k}; multiples of 64 also "
-                f"give the coarse stream (patch 8) exact half-resolution maps, other multiples of {k} (e.g. 96) are "
-                f"handled by resizing the coarse stage-4 map. Pad or crop, e.g. to {fix}"
-            )
+    @property
+    def size_divisor(self) -> int:
+        """Every spatial size of the input must be a multiple of 32."""
+        return 32
 
     def decode(self, x: torch.Tensor, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Input ``x`` and fused features ``[f1..f4]`` -> (full-resolution logits, ``d3``)."""
@@ -514,7 +499,7 @@ class DSTransUNet(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
         if not torch.jit.is_tracing():
-            self.check_input_size(x.shape[2:])
+            self.size_rule.check(x.shape[2:])
         feats = self.encoder(x)
         out, d3 = self.decode(x, feats)
         if not self.training:

@@ -29,20 +29,15 @@ import torch
 from torch import nn
 
 from ..layers.decoder import UNETRDecoder
+from ..layers.helpers import to_3tuple
 from ..layers.swin import SwinEncoder3D
 from ._registry import register_model
+from ._sizes import SizeRule
 from ._weights import LoadReport, WeightLoadError, load_checkpoint_file, load_matching
 
 log = logging.getLogger(__name__)
 
 PAPER = "Hatamizadeh et al. 2022, Swin UNETR (arXiv:2201.01266)"
-
-
-def _tuple3(v: int | Sequence[int]) -> tuple[int, int, int]:
-    t = (v, v, v) if isinstance(v, int) else tuple(v)
-    if len(t) != 3:
-        raise ValueError(f"expected an int or 3 values, got {v!r}")
-    return t  # type: ignore[return-value]
 
 
 class SwinUNETR(nn.Module):
@@ -103,20 +98,20 @@ class SwinUNETR(nn.Module):
             feature_size=feature_size,
             depths=tuple(depths),
             num_heads=tuple(num_heads),
-            window_size=_tuple3(window_size),
+            window_size=to_3tuple(window_size),
             patch_size=patch_size,
             normalize=normalize,
             use_v2=use_v2,
             attn=attn,
         )
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.size_divisor = patch_size * 2 ** len(depths)
+        self.size_rule = SizeRule("Swin UNETR", (patch_size * 2 ** len(depths),) * 3, min_bottleneck_voxels=2)
         self.encoder = SwinEncoder3D(
             in_channels=in_channels,
             embed_dim=feature_size,
             depths=depths,
             num_heads=num_heads,
-            window_size=_tuple3(window_size),
+            window_size=to_3tuple(window_size),
             patch_size=(patch_size,) * 3,
             mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias,
@@ -130,30 +125,17 @@ class SwinUNETR(nn.Module):
         )
         self.decoder = UNETRDecoder(in_channels, self.encoder.out_channels, out_channels)
 
-    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
-        """Raise ``ValueError`` explaining which sizes work if ``spatial_shape`` does not."""
-        shape = tuple(int(s) for s in spatial_shape)
-        k = self.size_divisor
-        bad = [f"axis {i} = {s}" for i, s in enumerate(shape) if s % k]
-        if bad:
-            fix = tuple(max(k, -(-s // k) * k) for s in shape)
-            raise ValueError(
-                f"Swin UNETR input size {shape} is not a multiple of {k} ({', '.join(bad)}); "
-                f"pad or crop to multiples of {k}, e.g. {fix}"
-            )
-        bottleneck = [s // k for s in shape]
-        if torch.tensor(bottleneck).prod() <= 1:
-            raise ValueError(
-                f"Swin UNETR input size {shape} leaves a {'x'.join(map(str, bottleneck))} bottleneck, too small for "
-                f"instance normalisation; use at least {2 * k} on one axis (e.g. {(2 * k,) * len(shape)})"
-            )
+    @property
+    def size_divisor(self) -> int | tuple[int, ...]:
+        """Every spatial size of the input must be a multiple of this (32 for the default patch 2 and 4 stages)."""
+        return self.size_rule.size_divisor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, D, H, W)`` -> logits ``(B, out_channels, D, H, W)``."""
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
         if not torch.jit.is_tracing():
-            self.check_input_size(x.shape[2:])
+            self.size_rule.check(x.shape[2:])
         return self.decoder(x, self.encoder(x))
 
     # ------------------------------------------------------------------ MONAI compatibility

@@ -38,6 +38,7 @@ from torch import nn
 from ..layers.decoder import UNETRDecoder
 from ..layers.swin import SwinEncoder3D
 from ._registry import register_model
+from ._sizes import SizeRule
 
 PAPER = "Liu et al. 2025, Swin-X2S (biplanar X-ray to 3D segmentation)"
 VIEWS = ("coronal", "sagittal")
@@ -122,10 +123,8 @@ class SwinX2S(nn.Module):
         drop_path_rate: stochastic depth of the encoder.
         use_checkpoint: gradient checkpointing of the Swin stages.
 
-    ``forward(coronal, sagittal)``: two ``(B, in, H, W)`` tensors.
+    ``forward(coronal, sagittal)``: two ``(B, in, H, W)`` tensors.  Registered with ``kind="biplanar"``.
     """
-
-    biplanar = True
 
     def __init__(
         self,
@@ -144,7 +143,13 @@ class SwinX2S(nn.Module):
         if h % 32 or w % 32:
             raise ValueError(f"img_size {tuple(img_size)} must be multiples of 32 (five halvings)")
         self.in_channels, self.out_channels, self.img_size = in_channels, out_channels, (h, w)
-        self.size_divisor = 32
+        self.size_rule = SizeRule(
+            "Swin-X2S",
+            (h, w),
+            fixed=(h, w),
+            inputs="views",
+            note="make the DRRs with that detector size or build the model with img_size=...",
+        )
         self.config: dict[str, Any] = dict(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -171,13 +176,10 @@ class SwinX2S(nn.Module):
         self.decoder = UNETRDecoder(in_channels, channels, out_channels)
         self.deep_supervision_weights = None
 
-    def check_input_size(self, spatial_shape: Sequence[int]) -> None:
-        """Raise ``ValueError`` unless a view is ``img_size`` (the position embedding fixes it)."""
-        if tuple(int(s) for s in spatial_shape) != self.img_size:
-            raise ValueError(
-                f"Swin-X2S was built for views of {self.img_size}, got {tuple(spatial_shape)}; "
-                f"make the DRRs with that detector size or build the model with img_size=..."
-            )
+    @property
+    def size_divisor(self) -> int:
+        """Both view sizes must be multiples of 32 (five halvings); the model takes exactly ``img_size``."""
+        return 32
 
     def _view(self, x: torch.Tensor, view: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feats = self.encoder(x)
@@ -190,7 +192,7 @@ class SwinX2S(nn.Module):
             if t.dim() != 4 or t.shape[1] != self.in_channels:
                 raise ValueError(f"{name} view must be (B, {self.in_channels}, H, W), got {tuple(t.shape)}")
             if not torch.jit.is_tracing():
-                self.check_input_size(t.shape[2:])
+                self.size_rule.check(t.shape[2:])
         xc, fc = self._view(coronal, "coronal")
         xs, fs = self._view(sagittal, "sagittal")
         bc, bs = self.cross_attention(self.decoder.bottleneck(fc[4]), self.decoder.bottleneck(fs[4]))
@@ -201,19 +203,19 @@ class SwinX2S(nn.Module):
         return (out_c + out_s) / 2
 
 
-@register_model(SwinX2S, default_roi=(128, 128, 160), paper=PAPER)
+@register_model(SwinX2S, default_roi=(64, 64, 64), paper=PAPER, kind="biplanar")
 def swin_x2s_tiny() -> dict[str, Any]:
     """Test-sized Swin-X2S: F=12, depths (1,1,1,1), views 64x64 (3.8M parameters for 1 -> 5 classes)."""
     return dict(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), img_size=(64, 64))
 
 
-@register_model(SwinX2S, default_roi=(128, 128, 160), paper=PAPER)
+@register_model(SwinX2S, default_roi=(128, 128, 160), paper=PAPER, kind="biplanar")
 def swin_x2s_small() -> dict[str, Any]:
     """The paper's Swin-X2S-T: F=32, depths (2,2,6,2), heads (1,2,4,8), views 128x160 (29.0M for 1 -> 5)."""
     return dict(feature_size=32, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8))
 
 
-@register_model(SwinX2S, default_roi=(128, 128, 160), paper=PAPER)
+@register_model(SwinX2S, default_roi=(128, 128, 160), paper=PAPER, kind="biplanar")
 def swin_x2s_base() -> dict[str, Any]:
     """The paper's Swin-X2S-S: F=64, depths (2,2,6,2), heads (2,4,8,16), views 128x160 (115.9M for 1 -> 5)."""
     return dict(feature_size=64, depths=(2, 2, 6, 2), num_heads=(2, 4, 8, 16))
