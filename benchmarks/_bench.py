@@ -95,12 +95,9 @@ def result_path(benchmark: str, device: str, quick: bool = False) -> Path:
 
 def write_json(result: dict, path: str | Path) -> Path:
     """Write ``result`` as indented JSON to ``path`` atomically (temp file + rename)."""
-    from medswin.training.metrics_log import write_atomic
+    from medswin.data.atomic import write_text_atomic
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(result, indent=2).encode())
-    return path
+    return write_text_atomic(path, json.dumps(result, indent=2))
 
 
 def dice_agreement(a: np.ndarray, b: np.ndarray) -> dict:

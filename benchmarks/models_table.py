@@ -37,13 +37,13 @@ def worker(name: str, device: str, reps: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from medswin.models import create_model, model_info
+    from medswin.models import create_model, model_info, model_kind
 
     info = model_info(name, 1, 14)
     dev = torch.device(device)
     model = create_model(name, in_channels=1, out_channels=14).to(dev).eval()
     roi = info["default_roi"]
-    if getattr(model, "biplanar", False):  # Swin-X2S: two views in, one volume out
+    if model_kind(name) == "biplanar":  # Swin-X2S: two views in, one volume out
         roi = model.img_size
         x = tuple(torch.randn(1, 1, *roi, device=dev) for _ in range(2))
     else:

@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from medswin.models import create_model, list_models, model_info
+    from medswin.models import list_models, model_info, model_kind
 
     names = opts.models.split(",") if "," in opts.models or opts.models in list_models() else list_models(opts.models)
-    names = [n for n in names if not getattr(create_model(n, in_channels=1, out_channels=CLASSES), "biplanar", False)]
+    names = [n for n in names if model_kind(n) == "volume"]
     if not names:
         p.error(f"no 3D model matches {opts.models!r}")
     rows = []

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,19 +36,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` = this process's CUDA device when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(device)
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group described by torchrun's environment (no-op for a single process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local)
+    dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":

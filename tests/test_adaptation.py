@@ -13,17 +13,16 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from medswin.adaptation import Etta, Tent, normalized_entropy, select_parameters, window_grid
+from medswin.adaptation import Etta, Tent, normalized_entropy, select_parameters
 from medswin.cli import main
 from medswin.data.io import load_volume, write_nifti
 from medswin.data.spec import load_dataset_specs
 from medswin.data.synthetic import make_phantom
-from medswin.inference import Predictor, predict_logits
-from medswin.models import create_model, list_models
+from medswin.inference import Predictor, predict_logits, window_plan
+from medswin.inference.sliding_window import gaussian_importance
+from medswin.models import create_model, list_models, model_kind
 
-TINY_3D = [
-    n for n in list_models("*_tiny") if not getattr(create_model(n, in_channels=1, out_channels=2), "biplanar", False)
-]
+TINY_3D = [n for n in list_models("*_tiny") if model_kind(n) == "volume"]
 ROI = (64, 32, 32)
 
 
@@ -185,10 +184,13 @@ def test_tent_loss_is_the_patch_entropy_and_drops():
 
 def test_windows_and_blending_match_monai_sliding_window_inference():
     image = _volume((20, 14, 26), seed=2)  # padded on y, overlapping windows on x and z
-    grid = window_grid(image.shape[2:], (16, 16, 16), 0.5)
-    assert grid.padded_shape == (20, 16, 26) and grid.pad == (0, 0, 1, 1, 0, 0) and len(grid.slices) == 6
-    # voxels that only the first window covers weigh exactly its importance
-    assert torch.equal(grid.count[0, 0, 2, 8, :8], grid.importance[0, 0, 2, 8, :8])
+    plan = window_plan(image.shape[2:], (16, 16, 16), 0.5)
+    assert plan.padded_shape == (20, 16, 26) and plan.pad == (0, 0, 1, 1, 0, 0) and len(plan.slices) == 6
+    # the adapters' windows are the engine's, in MONAI's order; voxels only the first window covers
+    # weigh exactly its importance
+    assert plan.slices[0] == (slice(0, 16), slice(0, 16), slice(0, 16))
+    importance = gaussian_importance((16, 16, 16), 0.125, "cpu")
+    assert torch.equal(plan.summed_weights()[0, 0, 2, 8, :8], importance[2, 8, :8])
     model = Toy().eval()
     adapter = Tent(model, roi_size=(16, 16, 16), amp="fp32")
     expected = predict_logits(model, image, (16, 16, 16), amp="fp32")

@@ -15,7 +15,8 @@ from medswin.data import DataError
 from medswin.data.io import load_volume, write_nifti
 from medswin.data.spec import get_dataset_spec, load_dataset_specs
 from medswin.data.synthetic import make_phantom
-from medswin.inference import Predictor, predict_logits, resolve_inputs
+from medswin.data.inputs import resolve_inputs
+from medswin.inference import Predictor, predict_logits
 from medswin.inference.postprocess import keep_largest_component, regions_to_labels
 from medswin.models import create_model
 
@@ -43,15 +44,16 @@ def test_prediction_lands_on_the_input_grid(tmp_path, spec):
     assert set(np.unique(seg.array)) <= {0, 1, 2}
 
 
-def test_mirror_averaging_is_the_mean_of_the_eight_flips(spec):
+def test_mirroring_averages_the_logits_of_the_eight_flips_of_each_window(spec):
     predictor = _predictor(spec, mirror=True)
-    image = torch.randn(1, 1, 64, 64, 32)
+    image = torch.randn(1, 1, 64, 64, 32)  # one window: the window's flips are the volume's
     manual = []
     for axes in [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]:
         x = torch.flip(image, axes) if axes else image
-        p = torch.softmax(predict_logits(predictor.model, x, (64, 64, 32), amp="fp32"), 1)
-        manual.append(torch.flip(p, axes) if axes else p)
-    torch.testing.assert_close(predictor.probabilities(image), torch.stack(manual).mean(0), atol=1e-6, rtol=1e-5)
+        logits = predict_logits(predictor.model, x, (64, 64, 32), amp="fp32")
+        manual.append(torch.flip(logits, axes) if axes else logits)
+    expected = torch.softmax(torch.stack(manual).mean(0), 1)  # nnU-Net: mean logits, then softmax
+    torch.testing.assert_close(predictor.probabilities(image), expected, atol=1e-6, rtol=1e-5)
     plain = _predictor(spec).probabilities(image)
     assert not torch.allclose(plain, predictor.probabilities(image))
 
@@ -81,7 +83,7 @@ def test_roi_and_channel_errors_are_clear(tmp_path, spec):
     with pytest.raises(ValueError, match="not a multiple of 32"):
         Predictor(model, spec, roi_size=(48, 48, 48))
     two = write_nifti(np.random.rand(40, 40, 20, 2).astype(np.float32), np.eye(4), tmp_path / "two.nii.gz")
-    with pytest.raises(DataError, match=r"two.nii.gz: has 2 channel\(s\), the model expects 1 \(CT\)"):
+    with pytest.raises(DataError, match=r"two.nii.gz: image has 2 channel\(s\), expected 1 \(CT\)"):
         _predictor(spec).predict(two)
     with pytest.raises(DataError, match="nope.nii.gz: file not found"):
         _predictor(spec).predict(tmp_path / "nope.nii.gz")
@@ -108,7 +110,7 @@ def test_dicom_series_input_to_nifti_and_dicom_seg(tmp_path, spec):
     assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "organ"
     source_uid = pydicom.dcmread(next(CT5N.iterdir())).SeriesInstanceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source_uid
-    with pytest.raises(ValueError, match="needs a DICOM series folder"):
+    with pytest.raises(DataError, match="needs a DICOM series folder"):
         predictor.predict_file(tmp_path / "ct5n.nii.gz", tmp_path / "x.dcm", fmt="dicom-seg")
 
 

@@ -20,9 +20,9 @@ from torch import nn
 from medswin.data.io import load_volume, write_nifti
 from medswin.data.spec import load_dataset_specs
 from medswin.data.synthetic import make_phantom
-from medswin.inference import Predictor, predict_labels, predict_logits
+from medswin.inference import ModelRunner, Predictor, predict_labels, predict_logits
 from medswin.inference.sliding_window import SlidingWindow, gaussian_importance, softmax_, window_plan
-from medswin.models import create_model, list_models
+from medswin.models import create_model, list_models, model_kind
 
 ROI = (64, 32, 32)
 SHAPE = (64, 32, 48)  # two windows of ROI at overlap 0.5, starting at z = 0 and z = 16
@@ -65,7 +65,7 @@ def reference(swin, volume):
 
 @pytest.fixture(scope="module")
 def direct(swin, volume):
-    return SlidingWindow(ROI, amp="fp32").logits(swin, volume)
+    return SlidingWindow(ROI).logits(ModelRunner(swin, amp="fp32"), volume)
 
 
 # ------------------------------------------------------------------------------ layout and blending
@@ -77,14 +77,14 @@ def test_windows_padding_and_blending_equal_monai(shape, batch):
     x = torch.randn(batch, 1, *shape)
     with torch.inference_mode():
         expected = sliding_window_inference(x, (16, 16, 16), 1, net, overlap=0.5, mode="gaussian")
-    engine = SlidingWindow((16, 16, 16), amp="fp32")
-    out = engine.logits(net, x)
+    engine, run = SlidingWindow((16, 16, 16)), ModelRunner(net, amp="fp32")
+    out = engine.logits(run, x)
     assert out.shape == (batch, 4, *shape) and out.dtype == torch.float32
     torch.testing.assert_close(out, expected, atol=2e-6, rtol=1e-5)
-    _labels_agree(engine.labels(net, x), expected, 1e-5)
-    probs = engine.probabilities(net, x)
+    _labels_agree(engine.labels(run, x), expected, 1e-5)
+    probs = engine.probabilities(run, x)
     torch.testing.assert_close(probs, torch.softmax(expected, 1), atol=1e-6, rtol=1e-5)
-    sigmoid = engine.probabilities(net, x, sigmoid=True)
+    sigmoid = engine.probabilities(run, x, sigmoid=True)
     torch.testing.assert_close(sigmoid, torch.sigmoid(expected), atol=1e-6, rtol=1e-5)
     plan = window_plan(shape, (16, 16, 16), 0.5)
     assert [s[-1] for s in plan.starts] == sorted(s[-1] for s in plan.starts)  # ordered along the last axis
@@ -115,22 +115,24 @@ def test_per_window_mirroring_is_the_mean_of_the_eight_flipped_windows():
 
     with torch.inference_mode():
         expected = sliding_window_inference(x, (16, 16, 16), 1, mirrored, overlap=0.5, mode="gaussian")
-    out = SlidingWindow((16, 16, 16), amp="fp32", mirror=True).logits(net, x)
+    out = SlidingWindow((16, 16, 16)).logits(ModelRunner(net, amp="fp32", mirror=True), x)
     torch.testing.assert_close(out, expected, atol=2e-6, rtol=1e-5)
 
 
 def test_compiled_model_gives_the_same_logits_and_is_compiled_once():
-    from medswin.inference import sliding_window
+    from medswin.inference import runner
 
     net = _conv_net()
     x = torch.randn(1, 1, 20, 24, 18)
     with torch.inference_mode():
         expected = sliding_window_inference(x, (16, 16, 16), 1, net, overlap=0.5, mode="gaussian")
-    engine = SlidingWindow((16, 16, 16), amp="fp32", compile="aot_eager", sw_batch_size=2)
-    torch.testing.assert_close(engine.logits(net, x), expected, atol=2e-6, rtol=1e-5)
-    compiled = sliding_window._COMPILED[net]["aot_eager"]
-    engine.labels(net, x)
-    assert sliding_window._COMPILED[net]["aot_eager"] is compiled
+    engine = SlidingWindow((16, 16, 16), sw_batch_size=2)
+    torch.testing.assert_close(
+        engine.logits(ModelRunner(net, amp="fp32", compile="aot_eager"), x), expected, atol=2e-6, rtol=1e-5
+    )
+    compiled = runner._COMPILED[net]["aot_eager"]
+    engine.labels(ModelRunner(net, amp="fp32", compile="aot_eager"), x)
+    assert runner._COMPILED[net]["aot_eager"] is compiled
 
 
 # ------------------------------------------------------------------------------ a real model, each optimisation
@@ -143,15 +145,15 @@ def test_default_engine_equals_the_monai_reference(swin, volume, reference, dire
 
 
 def test_batched_channels_last_windows_equal_the_reference(swin, volume, reference):
-    engine = SlidingWindow(ROI, amp="fp32", sw_batch_size=3, channels_last=True)
-    out = engine.logits(swin, volume)
+    engine = SlidingWindow(ROI, sw_batch_size=3)
+    out = engine.logits(ModelRunner(swin, amp="fp32", channels_last=True), volume)
     torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
     _labels_agree(out.argmax(1), reference, 1e-3)
 
 
 def test_bf16_autocast_matches_the_reference_under_the_same_autocast(swin, volume, reference):
     expected = predict_logits(swin, volume, ROI, amp="bf16")  # MONAI's inferer under the same autocast
-    out = SlidingWindow(ROI, amp="bf16").logits(swin, volume)
+    out = SlidingWindow(ROI).logits(ModelRunner(swin, amp="bf16"), volume)
     scale = float(reference.abs().max())
     # same bf16 window outputs; MONAI rounds the weighted window to bf16 before adding, we do not
     torch.testing.assert_close(out, expected, atol=5e-3 * scale, rtol=0)
@@ -161,9 +163,9 @@ def test_bf16_autocast_matches_the_reference_under_the_same_autocast(swin, volum
 
 @pytest.mark.parametrize("dtype,rel,decided", [(torch.float16, 2e-3, 0.95), (torch.bfloat16, 1e-2, 0.85)])
 def test_half_precision_accumulators(swin, volume, reference, dtype, rel, decided):
-    engine = SlidingWindow(ROI, amp="fp32", accumulator_dtype=dtype)
+    engine = SlidingWindow(ROI, accumulator_dtype=dtype)
     scale = float(reference.abs().max())
-    out = engine.logits(swin, volume)
+    out = engine.logits(ModelRunner(swin, amp="fp32"), volume)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, reference, atol=rel * scale, rtol=0)
     _labels_agree(out.argmax(1), reference, 2 * rel * scale, min_decided=decided)
@@ -172,10 +174,10 @@ def test_half_precision_accumulators(swin, volume, reference, dtype, rel, decide
 def test_streaming_equals_the_direct_path_within_the_budget(swin, volume, direct):
     k, x, y, z = 3, SHAPE[0], SHAPE[1], SHAPE[2]
     budget = 40 * x * y * (4 * k + 4)  # bytes of a 40-plane accumulator + summed weights (the volume has 48)
-    engine = SlidingWindow(ROI, amp="fp32", streaming=None, memory_budget_gb=budget / 1024**3)
+    engine = SlidingWindow(ROI, streaming=None, memory_budget_gb=budget / 1024**3)
     assert engine.streams(SHAPE, k)
     slabs = []
-    for slab in engine.iter_slabs(swin, volume, need_count=True):
+    for slab in engine.iter_slabs(ModelRunner(swin, amp="fp32"), volume, need_count=True):
         assert slab.weighted.untyped_storage().nbytes() <= 40 * x * y * 4 * k  # never a full-size buffer
         slabs.append((slab.planes, slab.logits(), slab.weighted.argmax(0)))
     assert [s[0] for s in slabs] == [slice(0, 16), slice(16, z)]
@@ -187,22 +189,22 @@ def test_streaming_equals_the_direct_path_within_the_budget(swin, volume, direct
 def test_streamed_labels_and_logits_equal_the_direct_ones(budget_planes, num_slabs):
     net = _conv_net(out_channels=5)
     x = torch.randn(2, 1, 20, 12, 46)  # padded to 20 x 16 x 46; windows start at z = 0, 8, ..., 30
-    direct = SlidingWindow((16, 16, 16), amp="fp32", streaming=False)
+    direct, run = SlidingWindow((16, 16, 16), streaming=False), ModelRunner(net, amp="fp32")
     budget = budget_planes * 20 * 16 * (5 * 4 + 4) / 1024**3
-    streamed = SlidingWindow((16, 16, 16), amp="fp32", streaming=True, memory_budget_gb=budget)
-    labels = streamed.labels(net, x)
+    streamed = SlidingWindow((16, 16, 16), streaming=True, memory_budget_gb=budget)
+    labels = streamed.labels(run, x)
     assert labels.dtype == torch.uint8 and labels.shape == (2, 20, 12, 46)
-    assert torch.equal(labels, direct.labels(net, x))
-    torch.testing.assert_close(streamed.logits(net, x), direct.logits(net, x), atol=0, rtol=0)
+    assert torch.equal(labels, direct.labels(run, x))
+    torch.testing.assert_close(streamed.logits(run, x), direct.logits(run, x), atol=0, rtol=0)
     by_function = predict_labels(net, x, (16, 16, 16), amp="fp32", streaming=True, memory_budget_gb=budget)
     assert torch.equal(by_function, labels)
-    planes = [s.planes for s in streamed.iter_slabs(net, x[:1], need_count=True)]
+    planes = [s.planes for s in streamed.iter_slabs(run, x[:1], need_count=True)]
     assert len(planes) == num_slabs and planes[0].start == 0 and planes[-1].stop == 46
     assert all(a.stop == b.start for a, b in zip(planes, planes[1:]))  # contiguous, every plane once
 
 
 def test_streaming_is_chosen_only_over_the_budget():
-    engine = SlidingWindow((96, 96, 96), amp="fp32")  # 2 GiB default
+    engine = SlidingWindow((96, 96, 96))  # 2 GiB default
     assert engine.accumulator_bytes((160, 160, 160), 14) == 160**3 * (14 * 4 + 4)
     assert not engine.streams((160, 160, 160), 14)
     assert engine.streams((512, 512, 300), 14)  # 4.7 GB of float32 classes + weights
@@ -210,9 +212,7 @@ def test_streaming_is_chosen_only_over_the_budget():
     assert SlidingWindow((96, 96, 96), streaming=True).streams((100, 100, 100), 2)
 
 
-MODELS_3D = [
-    n for n in list_models("*_tiny") if not getattr(create_model(n, in_channels=1, out_channels=2), "biplanar", False)
-]
+MODELS_3D = [n for n in list_models("*_tiny") if model_kind(n) == "volume"]
 
 
 @pytest.mark.parametrize("name", MODELS_3D)
@@ -222,7 +222,7 @@ def test_every_3d_model_equals_the_reference(name):
     roi = (64, 32, 32)
     x = torch.randn(1, 1, 64, 32, 48)  # two windows
     expected = predict_logits(model, x, roi, amp="fp32")
-    out = SlidingWindow(roi, amp="fp32", streaming=True, memory_budget_gb=1e-9).logits(model, x)
+    out = SlidingWindow(roi, streaming=True, memory_budget_gb=1e-9).logits(ModelRunner(model, amp="fp32"), x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -271,12 +271,18 @@ def test_bad_arguments_are_clear_errors(swin):
         SlidingWindow((16, 16, 16), accumulate_on="gpu")
     with pytest.raises(ValueError, match=r"image must be \(B, C, D, H, W\)"):
         SlidingWindow((16, 16, 16)).logits(net, torch.randn(1, 16, 16, 16))
+    with pytest.raises(
+        ValueError, match=r"the predictor returned shape \(1, 4, 8, 8, 8\) for 1 window\(s\) of \(16, 16, 16\)"
+    ):
+        SlidingWindow((16, 16, 16)).logits(lambda w: net(w)[..., :8, :8, :8], torch.randn(1, 1, 16, 16, 16))
     with pytest.raises(ValueError, match="memory_budget_gb must be > 0"):
         SlidingWindow((16, 16, 16), memory_budget_gb=0)
     with pytest.raises(ValueError, match=r"roi_size \(48, 48, 48\) does not fit SwinUNETR.*not a multiple of 32"):
-        SlidingWindow((48, 48, 48)).labels(swin, torch.randn(1, 1, 64, 64, 64))
+        predict_labels(swin, torch.randn(1, 1, 64, 64, 64), (48, 48, 48))
     with pytest.raises(ValueError, match=r"takes 1 channel\(s\), the image has 2"):
-        SlidingWindow((64, 64, 64)).labels(swin, torch.randn(1, 2, 64, 64, 64))
+        SlidingWindow((64, 64, 64)).labels(ModelRunner(swin), torch.randn(1, 2, 64, 64, 64))
+    with pytest.raises(ValueError, match="fp16 autocast is only supported on CUDA"):
+        ModelRunner(swin, amp="fp16")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -287,16 +293,15 @@ def test_cuda_model_with_the_accumulator_on_the_cpu(accumulate_on, budget, monke
     x = torch.randn(1, 1, 40, 36, 50)  # on the CPU: the result comes back there
     with torch.inference_mode():
         expected = sliding_window_inference(x.cuda(), (16, 16, 16), 1, net, overlap=0.5, mode="gaussian").cpu()
-    engine = SlidingWindow(
-        (16, 16, 16), amp="fp32", accumulate_on=accumulate_on, memory_budget_gb=budget, sw_batch_size=4
-    )
-    out = engine.logits(net, x)
+    engine = SlidingWindow((16, 16, 16), accumulate_on=accumulate_on, memory_budget_gb=budget, sw_batch_size=4)
+    run = ModelRunner(net, amp="fp32")
+    out = engine.logits(run, x)
     assert out.device.type == "cpu"
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    labels = engine.labels(net, x)
+    labels = engine.labels(run, x)
     assert labels.device.type == "cpu"
     _labels_agree(labels, expected, 1e-4)
-    slabs = list(engine.iter_slabs(net, x, need_count=False))
+    slabs = list(engine.iter_slabs(run, x, need_count=False))
     assert all(s.weighted.device.type == ("cpu" if accumulate_on == "cpu" else "cuda") for s in slabs)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medswin.cli import main
-from medswin.models import WeightLoadError, create_model, list_models, load_encoder_weights
+from medswin.models import WeightLoadError, create_model, list_models, load_encoder_weights, model_kind
 from medswin.ssl import PretrainConfig, SSLModel, build_ssl_model, parse_tasks
 from medswin.ssl.augment import BOX_FRACTION, _box, cutout, cutout_batch, rotate90
 from medswin.ssl.heads import ReconstructionHead, SimMIMHead, upsampling_steps
@@ -21,16 +21,7 @@ from medswin.ssl.masking import TokenMasker, expand_mask, random_cell_mask
 from medswin.ssl.trainer import encoder_checkpoint
 
 
-def _models_3d() -> list[str]:
-    names = []
-    for name in list_models("*_tiny"):
-        with torch.device("meta"):
-            if not getattr(create_model(name, in_channels=1, out_channels=2), "biplanar", False):
-                names.append(name)
-    return names
-
-
-MODELS_3D = _models_3d()
+MODELS_3D = [name for name in list_models("*_tiny") if model_kind(name) == "volume"]
 
 
 @pytest.fixture(scope="module")

@@ -208,11 +208,12 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path, synth_dataset):
 
 
 def test_specs_for_training_are_self_contained(tmp_path, synth_dataset):
-    from medswin.training.checkpoint import spec_from_dict, spec_to_dict
+    from medswin.data.spec import DatasetSpec
 
     _, spec_file = synth_dataset
     spec = load_dataset_specs([spec_file])["synth-ct"]
-    again = spec_from_dict(spec_to_dict(spec))
+    again = DatasetSpec.from_dict(spec.to_dict())
     assert again.labels == spec.labels and again.target_spacing == spec.target_spacing and again.name == "synth-ct"
+    assert again.normalization == spec.normalization and again.roi_size == spec.roi_size
     brats = load_dataset_specs()["brats2023"]
-    assert spec_from_dict(spec_to_dict(brats)).regions == brats.regions
+    assert DatasetSpec.from_dict(brats.to_dict()).regions == brats.regions

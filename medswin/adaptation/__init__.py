@@ -8,32 +8,37 @@
 
 Through the predictor: ``Predictor(model, spec, adapter=adapter)`` adapts to each volume before
 predicting it (``medswin predict --adapt tent|etta``, ``medswin adapt``).  Flip averaging (the
-predictor's ``mirror``) is the baseline adaptation is compared with.
+predictor's ``mirror``) is the baseline adaptation is compared with.  ``METHODS`` maps each
+name of ``METHOD_NAMES`` to its class; names load on first use (the CLI parser reads
+``METHOD_NAMES`` without importing torch).
 """
 
-from .base import (
-    AdaptationReport,
-    EntropyAdapter,
-    WindowGrid,
-    norm_affine_parameters,
-    normalized_entropy,
-    select_parameters,
-    window_grid,
-)
-from .etta import Etta
-from .tent import Tent
+from __future__ import annotations
 
-METHODS = {"tent": Tent, "etta": Etta}
+import importlib
+from typing import Any
 
-__all__ = [
-    "METHODS",
-    "AdaptationReport",
-    "EntropyAdapter",
-    "Etta",
-    "Tent",
-    "WindowGrid",
-    "norm_affine_parameters",
-    "normalized_entropy",
-    "select_parameters",
-    "window_grid",
-]
+METHOD_NAMES = ("tent", "etta")
+
+_EXPORTS = {
+    "AdaptationReport": "base",
+    "EntropyAdapter": "base",
+    "Etta": "etta",
+    "Tent": "tent",
+    "norm_affine_parameters": "base",
+    "normalized_entropy": "base",
+    "select_parameters": "base",
+}
+
+__all__ = ["METHODS", "METHOD_NAMES", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":
+        from .etta import Etta
+        from .tent import Tent
+
+        return {"tent": Tent, "etta": Etta}
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

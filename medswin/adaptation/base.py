@@ -13,12 +13,13 @@ values and a fresh optimizer state back exactly.
   off and no norm statistics are updated).
 * Entropy: of the softmax over classes normalised by ``ln C`` (in [0, 1]); for region (sigmoid)
   datasets the binary entropy of each region channel normalised by ``ln 2``, averaged over regions.
-* Windows: the layout of MONAI's ``sliding_window_inference`` (same padding, scan interval,
-  ``dense_patch_slices`` and Gaussian importance map), so an adapter sees exactly the windows the
-  predictor will predict.  Memory is bounded by running ``sw_batch_size`` windows at a time and
-  accumulating their gradients; ``max_patches`` bounds the windows used per step (a seeded random
-  subset).  Forwards run under the shared precision policy (:func:`medswin.amp.autocast`); fp16
-  uses a gradient scaler.
+* Windows: the sliding-window engine's own plan (:class:`~medswin.inference.sliding_window.WindowPlan`:
+  MONAI's padding, scan interval, ``dense_patch_slices`` and Gaussian weights), so an adapter sees
+  exactly the windows the predictor will predict, and the engine's blend for whole-volume logits.
+  Every forward goes through the predictor's :class:`~medswin.inference.runner.ModelRunner`
+  (precision policy, device) with gradients enabled.  Memory is bounded by running
+  ``sw_batch_size`` windows at a time and accumulating their gradients; ``max_patches`` bounds the
+  windows used per step (a seeded random subset); fp16 uses a gradient scaler.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..amp import autocast, resolve_amp
-from ..inference.sliding_window import gaussian_importance, window_plan
+from ..amp import resolve_amp
+from ..inference.runner import ModelRunner
+from ..inference.sliding_window import SlidingWindow, WindowPlan, window_plan
+from ..models import check_roi, model_kind
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def select_parameters(
     unknown names (with the closest valid names).
     """
     model_name = type(model).__name__
-    if getattr(model, "biplanar", False):
+    if model_kind(model) == "biplanar":
         raise ValueError(
             f"{model_name} is a biplanar model (two X-ray views): test-time adaptation works on 3D volume models only"
         )
@@ -147,47 +150,6 @@ def normalized_entropy(logits: torch.Tensor, sigmoid: bool = False) -> torch.Ten
         raise ValueError(f"softmax entropy needs at least 2 classes, got logits of shape {tuple(x.shape)}")
     logp = F.log_softmax(x, 1)
     return -(logp.exp() * logp).sum(1) / math.log(k)
-
-
-# ---------------------------------------------------------------------------------------------
-# windows (MONAI's sliding-window layout)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class WindowGrid:
-    """Sliding windows of one volume, laid out as MONAI's ``sliding_window_inference`` lays them out.
-
-    ``pad`` is the ``F.pad`` argument that grows the image to at least ``roi`` (split as MONAI does),
-    ``slices`` the windows in padded coordinates, ``importance`` the Gaussian weight ``(1, 1, *roi)``
-    and ``count`` the summed weights ``(1, 1, *padded)``; ``crop`` the image's region in the padded grid.
-    """
-
-    roi: tuple[int, ...]
-    pad: tuple[int, ...]
-    padded_shape: tuple[int, ...]
-    crop: tuple[slice, ...]
-    slices: list[tuple[slice, ...]]
-    importance: torch.Tensor
-    count: torch.Tensor
-
-    def pad_image(self, image: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *S)`` -> ``(B, C, *padded)``, zero-padded like MONAI's sliding windows."""
-        return F.pad(image, self.pad) if any(self.pad) else image
-
-
-def window_grid(
-    spatial_shape: Sequence[int], roi_size: Sequence[int], overlap: float, device: torch.device | str = "cpu"
-) -> WindowGrid:
-    """The sliding windows of a volume of ``spatial_shape`` (see :class:`WindowGrid`): the engine's
-    :func:`~medswin.inference.sliding_window.window_plan` in MONAI's window order, with the summed weights."""
-    plan = window_plan(spatial_shape, roi_size, overlap)
-    slices = [tuple(slice(a, a + r) for a, r in zip(start, plan.roi)) for start in sorted(plan.starts)]
-    importance = gaussian_importance(plan.roi, 0.125, str(torch.device(device)))[None, None]
-    count = torch.zeros((1, 1, *plan.padded_shape), dtype=torch.float32, device=device)
-    for sl in slices:
-        count[(slice(None), slice(None), *sl)] += importance
-    return WindowGrid(plan.roi, plan.pad, plan.padded_shape, plan.crop, slices, importance, count)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,8 +313,12 @@ class EntropyAdapter(abc.ABC):
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _autocast(self):
-        return autocast(self.amp or "auto", self._device())
+    def _runner(self) -> ModelRunner:
+        """The model as the predictor runs it (same precision policy); gradients flow when enabled."""
+        return ModelRunner(self.model, amp=self.amp or "auto")
+
+    def _plan(self, image: torch.Tensor) -> WindowPlan:
+        return window_plan(image.shape[2:], self._roi(), 0.5 if self.overlap is None else self.overlap)
 
     def _grad_scaler(self) -> torch.amp.GradScaler:
         if self._scaler is None:
@@ -379,21 +345,14 @@ class EntropyAdapter(abc.ABC):
         start = time.perf_counter()
         if self.episodic:
             self.reset()
-        roi = self._roi()
-        check = getattr(self.model, "check_input_size", None)
-        if check is not None:
-            try:
-                check(roi)
-            except ValueError as exc:
-                raise ValueError(f"roi_size {roi} does not fit {type(self.model).__name__}: {exc}") from None
+        check_roi(self.model, self._roi())
         with torch.inference_mode(False):
             image = image.clone() if image.is_inference() else image
             mask = mask.clone() if mask is not None and mask.is_inference() else mask
-        grid = window_grid(image.shape[2:], roi, 0.5 if self.overlap is None else self.overlap, image.device)
-        padded = grid.pad_image(image)
-        counted = torch.zeros((1, 1, *grid.padded_shape), dtype=torch.bool, device=image.device)
+        plan = self._plan(image)
+        counted = torch.zeros((1, 1, *plan.padded_shape), dtype=torch.bool, device=image.device)
         inside = True if mask is None else mask.to(device=image.device, dtype=torch.bool)
-        counted[(slice(None), slice(None), *grid.crop)] = inside
+        counted[(slice(None), slice(None), *plan.crop)] = inside
         if not counted.any():
             raise ValueError("the adaptation mask is empty: no voxel to adapt on")
         generator = torch.Generator().manual_seed(self.seed)
@@ -401,13 +360,13 @@ class EntropyAdapter(abc.ABC):
             self.method,
             self.steps,
             0,
-            len(grid.slices),
+            plan.num_windows,
             reset=self.episodic,
             num_parameters=sum(p.numel() for _, p in self.params),
         )
         with self._adapting():
             for _ in range(self.steps):
-                loss, used = self._step(padded, grid, counted, generator)
+                loss, used = self._step(image, plan, counted, generator)
                 report.losses.append(loss)
                 report.windows = used
         report.seconds = time.perf_counter() - start
@@ -425,9 +384,10 @@ class EntropyAdapter(abc.ABC):
 
     @abc.abstractmethod
     def _step(
-        self, padded: torch.Tensor, grid: WindowGrid, counted: torch.Tensor, generator: torch.Generator
+        self, image: torch.Tensor, plan: WindowPlan, counted: torch.Tensor, generator: torch.Generator
     ) -> tuple[float, int]:
-        """One optimisation step on the padded image; returns (loss before the step, windows used)."""
+        """One optimisation step on ``image`` ``(1, C, D, H, W)`` with the windows of ``plan``; ``counted``
+        ``(1, 1, *padded)`` marks the voxels of the loss.  Returns (loss before the step, windows used)."""
 
     def _choose(self, windows: list[tuple[slice, ...]], generator: torch.Generator) -> list[tuple[slice, ...]]:
         """At most ``max_patches`` windows: a seeded random subset (in scan order), or all of them."""
@@ -442,15 +402,9 @@ class EntropyAdapter(abc.ABC):
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _forward(self, padded: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> torch.Tensor:
-        """Logits ``(len(windows), K, *roi)`` (float32) of a group of windows, under autocast."""
-        device = self._device()
-        x = torch.cat([padded[(slice(None), slice(None), *sl)] for sl in windows]).to(device)
-        with self._autocast():
-            out = self.model(x)
-        if isinstance(out, dict):  # a deep-supervision model outside eval mode
-            out = out["out"]
-        return out.float()
+    def _forward(self, runner: ModelRunner, padded: torch.Tensor, windows: Sequence[tuple[slice, ...]]) -> torch.Tensor:
+        """Logits ``(len(windows), K, *roi)`` (float32) of a group of windows of the padded image."""
+        return runner(torch.cat([padded[(slice(None), slice(None), *sl)] for sl in windows])).float()
 
     def _batches(self, windows: Sequence[tuple[slice, ...]], desc: str) -> Iterator[list[tuple[slice, ...]]]:
         from tqdm import tqdm
@@ -460,28 +414,16 @@ class EntropyAdapter(abc.ABC):
 
     # ------------------------------------------------------------------ prediction
     def blended_logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Whole-volume logits ``(1, K, D, H, W)`` with the current parameters: Gaussian-blended
-        windows, equal to the predictor's ``sliding_window_inference`` (no gradients)."""
-        grid = window_grid(image.shape[2:], self._roi(), 0.5 if self.overlap is None else self.overlap, image.device)
-        with torch.no_grad():
-            logits = self._blend(grid.pad_image(image), grid)
-        return logits[(slice(None), slice(None), *grid.crop)]
-
-    def _blend(self, padded: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+        """Whole-volume logits ``(1, K, D, H, W)`` with the current parameters: the sliding-window engine's
+        Gaussian blend, as the predictor computes it (no gradients; an ordinary tensor)."""
+        engine = SlidingWindow(self._roi(), 0.5 if self.overlap is None else self.overlap, self.sw_batch_size)
         was_training = self.model.training
-        self.model.eval()
-        total = None
         try:
-            for group in self._batches(grid.slices, f"{self.method} windows"):
-                out = self._forward(padded, group).to(padded.device) * grid.importance
-                if total is None:
-                    shape = (1, out.shape[1], *grid.padded_shape)
-                    total = torch.zeros(shape, dtype=torch.float32, device=padded.device)
-                for i, sl in enumerate(group):
-                    total[(slice(None), slice(None), *sl)] += out[i : i + 1]
+            logits = engine.logits(self._runner(), image)
         finally:
             self.model.train(was_training)
-        return total / grid.count
+        with torch.inference_mode(False):
+            return logits.clone() if logits.is_inference() else logits
 
     def predict(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Adapt to ``image`` ``(1, C, D, H, W)``, then return its logits ``(1, K, D, H, W)`` predicted

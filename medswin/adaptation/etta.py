@@ -8,7 +8,7 @@ the predictor's next forward uses the new values (tested).
 
 The whole-volume loss is exact while memory stays that of ``sw_batch_size`` windows:
 
-1. blend every window's logits without gradients (Gaussian weights, as the predictor does):
+1. blend every window's logits without gradients with the sliding-window engine (the predictor's blend):
    ``L = sum_w pad(w * out_w) / count``;
 2. loss = mean normalised entropy of ``softmax(L)`` over the counted voxels (optionally only those
    with entropy below ``entropy_filter``, i.e. ``H < filter * ln C``; the mask carries no gradient),
@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .base import EntropyAdapter, WindowGrid, normalized_entropy
+from ..inference.sliding_window import WindowPlan, gaussian_importance
+from .base import EntropyAdapter, normalized_entropy
 
 
 class Etta(EntropyAdapter):
@@ -71,13 +73,13 @@ class Etta(EntropyAdapter):
         )
 
     def _step(
-        self, padded: torch.Tensor, grid: WindowGrid, counted: torch.Tensor, generator: torch.Generator
+        self, image: torch.Tensor, plan: WindowPlan, counted: torch.Tensor, generator: torch.Generator
     ) -> tuple[float, int]:
         """Whole-volume entropy, its exact gradient accumulated window by window; one optimizer step."""
-        with torch.no_grad():
-            blended = self._blend(padded, grid)  # (1, K, *padded), float32, on the image's device
+        blended = self.blended_logits(image).to(image.device)  # (1, K, D, H, W) float32: the engine's blend
         blended.requires_grad_(True)
-        h = normalized_entropy(blended, bool(self.sigmoid))[:, None]  # (1, 1, *padded)
+        h = normalized_entropy(blended, bool(self.sigmoid))[:, None]  # (1, 1, D, H, W)
+        counted = counted[(slice(None), slice(None), *plan.crop)]
         weights = counted.clone()
         if self.entropy_filter is not None:
             weights &= h.detach() < self.entropy_filter
@@ -86,13 +88,15 @@ class Etta(EntropyAdapter):
             return float((h.detach() * counted).sum() / counted.sum()), 0
         loss = (h * weights).sum() / n
         (grad,) = torch.autograd.grad(loss, blended)
-        grad = grad / grid.count  # d loss / d (w * out_w), per voxel
-        windows = self._choose([sl for sl in grid.slices if weights[(slice(None), slice(None), *sl)].any()], generator)
-        scaler = self._grad_scaler()
+        # the blend's backward: d loss / d out_w = pad(G)[window] * weight / summed_weights[window]
+        grad = F.pad(grad, plan.pad) / plan.summed_weights(grad.device)
+        weights = F.pad(weights, plan.pad)
+        windows = self._choose([sl for sl in plan.slices if weights[(slice(None), slice(None), *sl)].any()], generator)
+        padded, runner, scaler = plan.pad_image(image), self._runner(), self._grad_scaler()
         for group in self._batches(windows, "etta windows"):
-            out = self._forward(padded, group)
+            out = self._forward(runner, padded, group)
             g = torch.cat([grad[(slice(None), slice(None), *sl)] for sl in group]).to(out.device)
-            g = g * grid.importance.to(out.device)
+            g = g * gaussian_importance(plan.roi, 0.125, str(out.device))
             out.backward(scaler.scale(g))
         self._optimizer_step()
         return float(loss.detach()), len(windows)

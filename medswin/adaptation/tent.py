@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import EntropyAdapter, WindowGrid, normalized_entropy
+from ..inference.sliding_window import WindowPlan
+from .base import EntropyAdapter, normalized_entropy
 
 DEFAULT_LR = {"adam": 1e-4, "sgd": 1e-3}
 
@@ -60,16 +61,17 @@ class Tent(EntropyAdapter):
         )
 
     def _step(
-        self, padded: torch.Tensor, grid: WindowGrid, counted: torch.Tensor, generator: torch.Generator
+        self, image: torch.Tensor, plan: WindowPlan, counted: torch.Tensor, generator: torch.Generator
     ) -> tuple[float, int]:
         """Mean window entropy over a random window subset; one optimizer step."""
         region = (slice(None), slice(None))
-        candidates = [sl for sl in grid.slices if counted[(*region, *sl)].any()]
+        padded, runner = plan.pad_image(image), self._runner()
+        candidates = [sl for sl in plan.slices if counted[(*region, *sl)].any()]
         windows = self._choose(candidates, generator)
         scaler = self._grad_scaler()
         total = 0.0
         for group in self._batches(windows, "tent windows"):
-            h = normalized_entropy(self._forward(padded, group), bool(self.sigmoid))  # (n, *roi)
+            h = normalized_entropy(self._forward(runner, padded, group), bool(self.sigmoid))  # (n, *roi)
             weights = torch.cat([counted[(*region, *sl)][:, 0] for sl in group]).to(h.device, torch.float32)
             per_window = (h * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
             loss = per_window.sum() / len(windows)

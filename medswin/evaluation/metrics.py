@@ -56,6 +56,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..data.errors import DataError
+from ..data.formats import VOLUME_ENDINGS, strip_ending, volume_ending
 
 if TYPE_CHECKING:
     from ..data.spec import DatasetSpec
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BRATS_EMPTY_HD95",
-    "CASE_FILE_ENDINGS",
     "METRIC_KEYS",
     "binary_metrics",
     "centroid_distance",
@@ -74,7 +74,6 @@ __all__ = [
 ]
 
 BRATS_EMPTY_HD95 = 373.13  # mm: the BraTS challenge's HD95 when exactly one of prediction / truth is empty
-CASE_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
 METRIC_KEYS = (
     "dice",
     "hd95",
@@ -272,11 +271,7 @@ def case_metrics(
 
 
 def _case_id(name: str) -> str | None:
-    lower = name.lower()
-    for ending in CASE_FILE_ENDINGS:
-        if lower.endswith(ending):
-            return name[: -len(ending)]
-    return None
+    return strip_ending(name) if volume_ending(name) in VOLUME_ENDINGS else None
 
 
 def _list_cases(folder: Path, what: str) -> dict[str, Path]:
@@ -288,7 +283,7 @@ def _list_cases(folder: Path, what: str) -> dict[str, Path]:
             continue
         case = _case_id(path.name)
         if case is None:
-            log.debug("%s: not a volume file (%s), skipped", path, ", ".join(CASE_FILE_ENDINGS))
+            log.debug("%s: not a volume file (%s), skipped", path, ", ".join(VOLUME_ENDINGS))
             continue
         if case in cases:
             raise DataError(folder, f"case {case!r} has two files, {cases[case].name} and {path.name}; keep one")
@@ -309,7 +304,7 @@ def match_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[
     gts = _list_cases(gt_dir, "ground-truth")
     preds = _list_cases(pred_dir, "prediction")
     if not gts:
-        raise DataError(gt_dir, f"no ground-truth files ({', '.join(CASE_FILE_ENDINGS)}) in this folder")
+        raise DataError(gt_dir, f"no ground-truth files ({', '.join(VOLUME_ENDINGS)}) in this folder")
     missing = [case for case in gts if case not in preds]
     if missing:
         expected = [pred_dir / f"{case}{gts[case].name[len(case) :]}" for case in missing]

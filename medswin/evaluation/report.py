@@ -24,13 +24,13 @@ import json
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.atomic import atomic_write
 from ..data.errors import DataError
 
 if TYPE_CHECKING:
@@ -162,33 +162,12 @@ def markdown_table(summary: Mapping[str, Any], centroids: bool = False) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(temp_path)`` on a temp file next to ``path``, then rename it to ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _write_text(path: Path, text: str) -> Path:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -216,7 +195,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save_png(fig: Any, path: Path) -> Path:
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _boxplot(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], path: Path) -> Path:

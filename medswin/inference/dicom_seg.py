@@ -27,7 +27,6 @@ highdicom is an optional dependency (``pip install 'medswin[dicom]'``) imported 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..data.atomic import atomic_write
 
 __all__ = ["SEGMENT_CATEGORY", "SEGMENT_TYPE", "SERIES_DESCRIPTION", "SERIES_NUMBER", "write_dicom_seg"]
 
@@ -57,12 +57,6 @@ def _import_highdicom() -> Any:
             "writing DICOM-SEG needs the optional 'highdicom' package: pip install 'medswin[dicom]'"
         ) from exc
     return highdicom
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:
@@ -203,14 +197,4 @@ def write_dicom_seg(
             f"{out_path}: writing the DICOM-SEG into the source series folder makes it a two-series folder",
             stacklevel=2,
         )
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=out_path.parent)
-    os.close(fd)
-    try:
-        seg.save_as(tmp)
-        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out_path
+    return atomic_write(out_path, seg.save_as, suffix=".dcm")

@@ -11,9 +11,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from monai.transforms import KeepLargestConnectedComponent
+
+if TYPE_CHECKING:
+    from ..data.spec import DatasetSpec
 
 
 def region_label_values(regions: Mapping[str, Sequence[int]]) -> dict[str, int]:
@@ -58,3 +62,16 @@ def keep_largest_component(labels: torch.Tensor, values: Sequence[int] | None = 
         return labels
     out = KeepLargestConnectedComponent(applied_labels=values, independent=True, connectivity=3)(labels[None])
     return torch.as_tensor(out)[0].to(labels.dtype)
+
+
+def to_label_values(probs: torch.Tensor, spec: DatasetSpec, largest_component: bool = False) -> torch.Tensor:
+    """Probabilities ``(K, X, Y, Z)`` -> label map ``(X, Y, Z)`` holding the dataset's label values: region
+    thresholds for region datasets, else the argmax mapped to the label values (class index k -> the k-th
+    smallest value); optionally the largest component of each label."""
+    if spec.regions:
+        labels = probabilities_to_labels(probs, spec.regions)
+    else:
+        labels = probabilities_to_labels(probs)
+        inverse = torch.tensor(sorted(spec.labels.values()), device=labels.device)
+        labels = inverse[labels]
+    return keep_largest_component(labels) if largest_component else labels

@@ -1,8 +1,15 @@
 """Fast sliding-window inference of whole volumes, with a memory-bounded streaming mode.
 
-    engine = SlidingWindow(roi_size=(96, 96, 96), overlap=0.5, amp="auto")
-    logits = engine.logits(model, image)            # (B, K, D, H, W) float32, = MONAI's inferer
-    labels = engine.labels(model, image)            # (B, D, H, W) uint8, streamed when large
+    engine = SlidingWindow(roi_size=(96, 96, 96), overlap=0.5)
+    run = ModelRunner(model, amp="auto", roi_size=(96, 96, 96))   # medswin.inference.runner
+    logits = engine.logits(run, image)              # (B, K, D, H, W) float32, = MONAI's inferer
+    labels = engine.labels(run, image)              # (B, D, H, W) uint8, streamed when large
+
+Like MONAI's ``sliding_window_inference(inputs, roi_size, sw_batch_size, predictor)``, the engine
+takes a PREDICTOR callable, windows ``(n, C, *roi)`` -> logits ``(n, K, *roi)``, and knows no model:
+size checks, eval mode, precision, mirroring and ``torch.compile`` belong to the callable
+(:class:`~medswin.inference.runner.ModelRunner`).  Windows are cut from the input on its device;
+the accumulator lives where the callable's outputs come back (or on the CPU, see below).
 
 The windows and weights are MONAI's ``sliding_window_inference`` ones (zero padding up to the roi,
 scan interval ``int(roi * (1 - overlap))``, ``dense_patch_slices``, the Gaussian
@@ -10,12 +17,10 @@ scan interval ``int(roi * (1 - overlap))``, ``dense_patch_slices``, the Gaussian
 float32 rounding.  How the work is done differs:
 
 * the Gaussian importance map is built once per (roi, sigma, device), in float32, and cached;
-* windows run ``sw_batch_size`` at a time under ``torch.inference_mode`` and the shared precision
-  policy (:func:`medswin.amp.autocast`), optionally as ``channels_last_3d`` inputs and through
-  ``torch.compile``;
+* windows run ``sw_batch_size`` at a time under ``torch.inference_mode``;
 * LOGITS are blended (Gaussian-weighted sum divided by the summed weights), not per-window
   probabilities.  That is what MONAI's inferer and the plain reference
-  :func:`~medswin.inference.predictor.predict_logits` compute, so results are the reference's; a
+  :func:`~medswin.inference.reference.predict_logits` compute, so results are the reference's; a
   label map is the argmax of the blended logits, which needs neither the division (the summed
   weights are positive per voxel) nor any softmax, and probabilities are one in-place softmax or
   sigmoid at the end (no second full-size tensor);
@@ -30,7 +35,7 @@ float32 rounding.  How the work is done differs:
   asked for no full-size ``(K, X, Y, Z)`` float tensor ever exists and the output is ``uint8``
   (``int16`` beyond 255 classes).  Streaming is chosen automatically when the full accumulator
   would exceed ``memory_budget_gb``, or forced with ``streaming=True``;
-* with the model on CUDA the rolling buffer lives on the GPU (bounded by the budget and by half the
+* with the predictor's outputs on CUDA the rolling buffer lives on the GPU (bounded by the budget and by half the
   free GPU memory) and finished slabs go to the output device (the input's, usually the CPU), so
   the whole-volume result is never on the GPU; ``accumulate_on="cpu"`` keeps the buffer itself on
   the CPU (each batch of windows is weighted on the GPU, then copied), for GPUs too small even for
@@ -42,26 +47,22 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from monai.data.utils import compute_importance_map, dense_patch_slices
-from torch import nn
 from tqdm import tqdm
-
-from ..amp import autocast
 
 log = logging.getLogger(__name__)
 
 ACCUMULATOR_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACCUMULATE_ON = ("auto", "device", "cpu")
+SIGMA_SCALE = 0.125  # MONAI's Gaussian sigma, as a fraction of the roi
 GiB = 1024**3
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {backend: compiled model}, built once
-
+Predictor = Callable[[torch.Tensor], torch.Tensor]  # windows (n, C, *roi) -> logits (n, K, *roi)
 Labeler = Callable[[torch.Tensor], torch.Tensor]  # normalised logits (K, x, y, z) -> labels (x, y, z)
 
 
@@ -97,6 +98,24 @@ class WindowPlan:
     def num_windows(self) -> int:
         """Windows per image."""
         return len(self.starts)
+
+    @property
+    def slices(self) -> list[tuple[slice, ...]]:
+        """The windows as slices of the padded grid, in MONAI's order (``dense_patch_slices``)."""
+        return [tuple(slice(a, a + r) for a, r in zip(start, self.roi)) for start in sorted(self.starts)]
+
+    def pad_image(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, C, *S)`` -> ``(B, C, *padded_shape)``, zero-padded as MONAI's sliding windows pad."""
+        return F.pad(image, self.pad) if any(self.pad) else image
+
+    def summed_weights(self, device: torch.device | str = "cpu", sigma_scale: float = SIGMA_SCALE) -> torch.Tensor:
+        """The Gaussian weights of every window summed on the padded grid, ``(1, 1, *padded_shape)`` float32:
+        the divisor of the blend, ``blended = sum_w pad(weight * out_w) / summed_weights``."""
+        weight = gaussian_importance(self.roi, float(sigma_scale), str(torch.device(device)))
+        total = torch.zeros((1, 1, *self.padded_shape), dtype=torch.float32, device=device)
+        for sl in self.slices:
+            total[(slice(None), slice(None), *sl)] += weight
+        return total
 
 
 def window_plan(spatial_shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> WindowPlan:
@@ -154,23 +173,18 @@ class Slab:
 
 @dataclass
 class SlidingWindow:
-    """Gaussian-blended sliding-window inference (see the module docstring).
+    """Gaussian-blended sliding-window inference over a predictor callable (see the module docstring).
 
     Args:
-        roi_size: window size (3 ints), checked against the model's size rules.
+        roi_size: window size (3 ints).
         overlap: window overlap in [0, 1) (MONAI's meaning).
-        sw_batch_size: windows per forward pass.
-        amp: precision policy of :mod:`medswin.amp` (``"auto"``, ``"bf16"``, ``"fp16"``, ``"fp32"``).
+        sw_batch_size: windows per predictor call.
         sigma_scale: Gaussian sigma as a fraction of the roi (MONAI's 0.125).
         accumulator_dtype: ``torch.float32`` (default), ``torch.float16`` or ``torch.bfloat16``.
-        channels_last: feed windows to the model in ``channels_last_3d`` memory format.
-        compile: run the model through ``torch.compile`` (compiled once per model object and backend):
-            ``True`` = the default inductor backend, a string = that backend (e.g. ``"aot_eager"``).
-        mirror: average the logits of the 8 flips of each window (nnU-Net's per-window mirroring).
         streaming: ``None`` = stream when the full accumulator exceeds ``memory_budget_gb``;
             ``True`` = always roll within the budget; ``False`` = never.
         memory_budget_gb: bound on the rolling accumulator (and summed weights), in GiB.
-        accumulate_on: ``"auto"`` (the model's device when one slab fits there, else the CPU),
+        accumulate_on: ``"auto"`` (the predictor's output device when one slab fits there, else the CPU),
             ``"device"`` or ``"cpu"``.
         progress: a tqdm bar over the windows.
     """
@@ -178,12 +192,8 @@ class SlidingWindow:
     roi_size: Sequence[int]
     overlap: float = 0.5
     sw_batch_size: int = 1
-    amp: str = "auto"
-    sigma_scale: float = 0.125
+    sigma_scale: float = SIGMA_SCALE
     accumulator_dtype: torch.dtype = torch.float32
-    channels_last: bool = False
-    compile: bool | str = False
-    mirror: bool = False
     streaming: bool | None = None
     memory_budget_gb: float = 2.0
     accumulate_on: str = "auto"
@@ -228,17 +238,23 @@ class SlidingWindow:
     # ------------------------------------------------------------------ public outputs
     def logits(
         self,
-        model: nn.Module,
+        predictor: Predictor,
         image: torch.Tensor,
         out_device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """Blended logits ``(B, K, D, H, W)`` float32 for ``image`` ``(B, C, D, H, W)`` (MONAI's
-        ``sliding_window_inference(mode="gaussian")`` result), on ``out_device`` (default: the input's)."""
+        ``sliding_window_inference(mode="gaussian")`` result).
+
+        Args:
+            predictor: windows ``(n, C, *roi)`` -> logits ``(n, K, *roi)``.
+            image: the volume(s), floating point.
+            out_device: where the result goes (default: the input's device).
+        """
         image = _checked(image)
         out_device = torch.device(out_device) if out_device is not None else image.device
         padding = any(self.plan(image.shape[2:]).pad)
         out: torch.Tensor | None = None
-        for slab in self.iter_slabs(model, image, need_count=True):
+        for slab in self.iter_slabs(predictor, image, need_count=True):
             assert slab.count is not None
             if (
                 out is None
@@ -260,15 +276,19 @@ class SlidingWindow:
         return out
 
     def probabilities(
-        self, model: nn.Module, image: torch.Tensor, sigmoid: bool = False, out_device: torch.device | str | None = None
+        self,
+        predictor: Predictor,
+        image: torch.Tensor,
+        sigmoid: bool = False,
+        out_device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """Softmax (or ``sigmoid``) of the blended logits ``(B, K, D, H, W)``, computed in place."""
-        out = self.logits(model, image, out_device)
+        out = self.logits(predictor, image, out_device)
         return out.sigmoid_() if sigmoid else softmax_(out, 1)
 
     def labels(
         self,
-        model: nn.Module,
+        predictor: Predictor,
         image: torch.Tensor,
         labeler: Labeler | None = None,
         out_device: torch.device | str | None = None,
@@ -279,7 +299,7 @@ class SlidingWindow:
         image = _checked(image)
         out_device = torch.device(out_device) if out_device is not None else image.device
         out: torch.Tensor | None = None
-        for slab in self.iter_slabs(model, image, need_count=labeler is not None):
+        for slab in self.iter_slabs(predictor, image, need_count=labeler is not None):
             lab = slab.weighted.argmax(0) if labeler is None else labeler(slab.logits())
             if out is None:
                 dtype = torch.uint8 if labeler is None and slab.weighted.shape[0] <= 255 else torch.int16
@@ -289,22 +309,13 @@ class SlidingWindow:
         return out
 
     # ------------------------------------------------------------------ the rolling accumulator
-    def iter_slabs(self, model: nn.Module, image: torch.Tensor, need_count: bool = True) -> Iterator[Slab]:
-        """Run every window of every image of ``image`` ``(B, C, D, H, W)`` and yield the finished
-        slabs in order (see :class:`Slab`); the building block of :meth:`logits` and :meth:`labels`.
-        The model runs under ``torch.inference_mode``; the yielded tensors are ordinary tensors."""
+    def iter_slabs(self, predictor: Predictor, image: torch.Tensor, need_count: bool = True) -> Iterator[Slab]:
+        """Run every window of every image of ``image`` ``(B, C, D, H, W)`` through ``predictor`` and yield
+        the finished slabs in order (see :class:`Slab`); the building block of :meth:`logits` and
+        :meth:`labels`.  The predictor runs under ``torch.inference_mode``; the yielded tensors are
+        ordinary tensors."""
         image = _checked(image)
-        from .predictor import check_roi
-
-        check_roi(model, self.roi_size)
-        in_channels = getattr(model, "in_channels", image.shape[1])
-        if in_channels != image.shape[1]:
-            raise ValueError(f"the model takes {in_channels} channel(s), the image has {image.shape[1]}")
-        model.eval()
-        device = next(model.parameters()).device
-        run = self._runner(model)
         plan = self.plan(image.shape[2:])
-        weight = gaussian_importance(plan.roi, float(self.sigma_scale), str(device))
         log.debug(
             "sliding window: %d windows of %s over %s (padded %s)",
             plan.num_windows,
@@ -315,26 +326,18 @@ class SlidingWindow:
         bar = tqdm(total=plan.num_windows * image.shape[0], desc="windows", disable=not self.progress, leave=False)
         try:
             for b in range(image.shape[0]):
-                padded = F.pad(image[b : b + 1], plan.pad) if any(plan.pad) else image[b : b + 1]
-                yield from self._image_slabs(b, padded, plan, run, device, weight, need_count, bar)
+                yield from self._image_slabs(b, plan.pad_image(image[b : b + 1]), plan, predictor, need_count, bar)
         finally:
             bar.close()
 
     def _image_slabs(
-        self,
-        b: int,
-        padded: torch.Tensor,
-        plan: WindowPlan,
-        run: Callable[[torch.Tensor], torch.Tensor],
-        device: torch.device,
-        weight: torch.Tensor,
-        need_count: bool,
-        bar: tqdm,
+        self, b: int, padded: torch.Tensor, plan: WindowPlan, predictor: Predictor, need_count: bool, bar: tqdm
     ) -> Iterator[Slab]:
         rz, zp, n, starts = plan.roi[-1], plan.padded_shape[-1], plan.num_windows, plan.starts
         buf: torch.Tensor | None = None
         count: torch.Tensor | None = None
-        acc_device, w_acc = device, weight
+        device = acc_device = padded.device
+        weight = w_acc = torch.empty(0)
         lo, depth, i = 0, rz, 0
         while i < n:
             if buf is not None and starts[i][-1] + rz > lo + depth:  # window i does not fit: planes below it are final
@@ -351,8 +354,15 @@ class SlidingWindow:
             group = starts[i:j]
             with torch.inference_mode():
                 windows = [padded[(slice(None), slice(None), *_window(s, plan.roi))] for s in group]
-                y = run((torch.cat(windows) if len(windows) > 1 else windows[0]).to(device, non_blocking=True))
-                if buf is None:  # first output: the class count and layout are known now
+                y = predictor(torch.cat(windows) if len(windows) > 1 else windows[0])
+                if y.dim() != 5 or y.shape[0] != len(group) or tuple(y.shape[2:]) != plan.roi:
+                    raise ValueError(
+                        f"the predictor returned shape {tuple(y.shape)} for {len(group)} window(s) of {plan.roi}; "
+                        f"expected ({len(group)}, K, {', '.join(map(str, plan.roi))})"
+                    )
+                if buf is None:  # first output: the class count, layout and device are known now
+                    device = y.device
+                    weight = gaussian_importance(plan.roi, float(self.sigma_scale), str(device))
                     acc_device, depth = self._place(plan, y, device, need_count)
                     with torch.inference_mode(False):  # ordinary tensors: callers may update them in place
                         buf = _new_buffer(y, (*plan.padded_shape[:-1], depth), self.accumulator_dtype, acc_device)
@@ -367,7 +377,7 @@ class SlidingWindow:
                             acc_device,
                             self.memory_budget_gb,
                         )
-                if acc_device != device:  # weight on the model's device, then copy the weighted windows over
+                if acc_device != device:  # weight where the outputs are, then copy the weighted windows over
                     y = (y.float() * weight).to(self.accumulator_dtype).to(acc_device)
                 for k, s in enumerate(group):
                     region = (slice(None), *_window(s, plan.roi, offset=lo))
@@ -418,44 +428,6 @@ class SlidingWindow:
             buf[(slice(None), *region)],
             count[(slice(None), *region)] if count is not None else None,
         )
-
-    # ------------------------------------------------------------------ the model call
-    def _runner(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``x (n, C, *roi) -> logits (n, K, *roi)`` under autocast: compiled, channels-last, mirrored as asked."""
-        net = model
-        if self.compile:
-            backend = self.compile if isinstance(self.compile, str) else "inductor"
-            cache = _COMPILED.setdefault(model, {})
-            if backend not in cache:
-                log.info("compiling %s with torch.compile(backend=%r)", type(model).__name__, backend)
-                cache[backend] = torch.compile(model, backend=backend)
-            net = cache[backend]
-        device = next(model.parameters()).device
-        flips = _MIRROR_AXES if self.mirror else ((),)
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            total = None
-            for axes in flips:
-                xi = torch.flip(x, axes) if axes else x
-                if self.channels_last:
-                    xi = xi.contiguous(memory_format=torch.channels_last_3d)
-                with autocast(self.amp, device):
-                    y = net(xi)
-                if isinstance(y, dict):  # deep-supervision models outside eval mode
-                    y = y["out"]
-                elif isinstance(y, (tuple, list)):
-                    y = y[0]
-                if not self.mirror:
-                    return y
-                y = torch.flip(y, axes).float() if axes else y.float()
-                total = y if total is None else total.add_(y)
-            assert total is not None
-            return total.div_(len(flips))
-
-        return forward
-
-
-_MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
 
 
 def softmax_(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -12,8 +12,8 @@
   and folders whose name starts with ``label`` are skipped;
 * a single volume file or DICOM series folder.
 
-:func:`pretrain_transforms` loads (:class:`VolumeReader`: nibabel for NIfTI, SimpleITK for the
-rest), orients to RAS, optionally resamples, normalises (the dataset spec's normalisation when one
+:func:`pretrain_transforms` loads (the data layer's checked reader,
+:class:`~medswin.data.loading.LoadVolumed`: nibabel for NIfTI, SimpleITK for the rest), orients to RAS, optionally resamples, normalises (the dataset spec's normalisation when one
 is given, else the Swin UNETR CT window [-1000, 1000] -> [0, 1] with ``ct=True``, else z-score over
 the nonzero voxels per channel), crops to the foreground, pads to the roi and draws random crops.
 """
@@ -27,14 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from monai.data import ImageReader, NibabelReader
 from monai.transforms import (
     Compose,
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
-    LoadImaged,
     NormalizeIntensityd,
     Orientationd,
     RandSpatialCropSamplesd,
@@ -43,56 +40,16 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from ..data.datalist import VOLUME_ENDINGS, build_datalist, detect_layout, to_monai
+from ..data.datalist import build_datalist, detect_layout, to_monai
 from ..data.errors import DataError
-from ..data.io import NIFTI_ENDINGS, SimpleITKReader, list_dicom_series
+from ..data.formats import DICOM_ENDINGS, VOLUME_ENDINGS, is_volume_file
+from ..data.inputs import case_name
+from ..data.io import list_dicom_series
+from ..data.loading import LoadVolumed
 from ..data.spec import DatasetSpec
 from ..data.transforms import intensity_transform
 
 CT_WINDOW = {"a_min": -1000.0, "a_max": 1000.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
-
-
-class VolumeReader(ImageReader):
-    """MONAI ``ImageReader`` for mixed folders: NIfTI through nibabel, NRRD/MHA/DICOM series through SimpleITK.
-
-    ``LoadImaged("image", reader=VolumeReader())``; read failures raise :class:`DataError` naming the file.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.nifti, self.sitk = NibabelReader(), SimpleITKReader()
-
-    def _pick(self, data: Sequence[str | os.PathLike] | str | os.PathLike) -> ImageReader:
-        names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-        return self.nifti if all(str(n).lower().endswith(NIFTI_ENDINGS) for n in names) else self.sitk
-
-    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
-        """True for NIfTI, the SimpleITK endings and folders."""
-        return self._pick(filename) is self.nifti or self.sitk.verify_suffix(filename)
-
-    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
-        """Read with the reader for ``data``'s type; returns ``(reader, image)``."""
-        reader = self._pick(data)
-        try:
-            return reader, reader.read(data, **kwargs)
-        except DataError:
-            raise
-        except Exception as exc:
-            name = data if isinstance(data, (str, os.PathLike)) else list(data)[0]
-            raise DataError(name, f"cannot read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
-
-    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
-        """Array and meta data from the reader that read ``img``."""
-        reader, image = img
-        return reader.get_data(image)
-
-
-def _case_name(path: Path) -> str:
-    name = path.name
-    for ending in VOLUME_ENDINGS:
-        if name.endswith(ending):
-            return name[: -len(ending)]
-    return name
 
 
 def _case(name: str, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
@@ -123,7 +80,7 @@ def _datalist_cases(path: Path) -> dict[str, list[dict[str, Any]]]:
             missing = [p for p in paths if not p.exists()]
             if missing:
                 raise DataError(missing[0], f"listed in {path.name} but not found")
-            cases.append(_case(_case_name(paths[0]), paths))
+            cases.append(_case(case_name(paths[0]), paths))
         out[section] = cases
     if not out["training"]:
         raise DataError(path, "the datalist has no training entries")
@@ -135,15 +92,15 @@ def _walk(root: Path) -> list[dict[str, Any]]:
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.lower().startswith("label") and not d.startswith("."))
         here = Path(folder)
-        volumes = sorted(f for f in files if f.endswith(VOLUME_ENDINGS) and not f.startswith("."))
+        volumes = sorted(f for f in files if is_volume_file(f))
         groups: dict[str, list[str]] = {}
         for f in volumes:
-            m = re.match(r"(.+)_(\d{4})$", _case_name(Path(f)))
-            groups.setdefault(m.group(1) if m else _case_name(Path(f)), []).append(str(here / f))
+            m = re.match(r"(.+)_(\d{4})$", case_name(f))
+            groups.setdefault(m.group(1) if m else case_name(f), []).append(str(here / f))
         rel = here.relative_to(root)
         for name, paths in sorted(groups.items()):
             cases.append(_case(str(rel / name) if str(rel) != "." else name, paths))
-        others = [f for f in files if not f.endswith(VOLUME_ENDINGS) and not f.startswith(".")]
+        others = [f for f in files if not f.lower().endswith(VOLUME_ENDINGS) and not f.startswith(".")]
         if others and any(f.lower().endswith(".dcm") or "." not in f for f in others):
             try:
                 series = list_dicom_series(here)
@@ -166,11 +123,11 @@ def find_volumes(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     if path.is_file() and path.name.endswith(".json"):
         return _datalist_cases(path)
     if path.is_file():
-        if not path.name.lower().endswith(VOLUME_ENDINGS + (".dcm",)):
+        if not path.name.lower().endswith(VOLUME_ENDINGS + DICOM_ENDINGS):
             raise DataError(
                 path, f"not a volume (expected {', '.join(VOLUME_ENDINGS)}, a DICOM folder or a datalist .json)"
             )
-        return {"training": [_case(_case_name(path), [path])], "validation": []}
+        return {"training": [_case(case_name(path), [path])], "validation": []}
     try:
         detect_layout(path)
     except DataError:
@@ -203,7 +160,12 @@ def pretrain_transforms(
     """
     keys = ["image"]
     steps: list = [
-        LoadImaged(keys, reader=VolumeReader(), image_only=True),
+        LoadVolumed(
+            keys,
+            label_key=None,
+            channels=spec.num_channels if spec is not None else None,
+            channel_names=spec.channel_names if spec is not None else (),
+        ),
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes="RAS", labels=None),
     ]

@@ -184,8 +184,7 @@ def build_ssl_model(
     ``roi_size`` (optional) is checked against the model's size divisor; ``options`` go to :class:`SSLModel`.
     Raises ``ValueError`` for biplanar (2D-input) models.
     """
-    from ..inference.predictor import check_roi
-    from ..models import create_model
+    from ..models import check_roi, create_model, model_kind
 
     tasks = parse_tasks(tasks)
     if any(t in tasks for t in SWIN_UNETR_TASKS) and roi_size is not None and roi_size[0] != roi_size[1]:
@@ -198,7 +197,7 @@ def build_ssl_model(
         if any(int(s) % cell for s in roi_size):
             raise ValueError(f"the SimMIM mask cell {cell} must divide the roi {tuple(roi_size)}")
     model = create_model(model_name, in_channels=in_channels, out_channels=2, **(model_kwargs or {}))
-    if getattr(model, "biplanar", False) or not hasattr(model, "encoder"):
+    if model_kind(model) == "biplanar" or not hasattr(model, "encoder"):
         raise ValueError(f"model {model_name!r} takes two X-ray views: pretraining works on 3D encoders only")
     if roi_size is not None:
         check_roi(model, roi_size)

@@ -30,9 +30,9 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__
 from ..data.spec import DatasetSpec
 from ..distributed import mean_across_ranks
-from ..training.checkpoint import save_atomic, spec_to_dict
+from ..checkpoint import save_checkpoint
+from ..data.atomic import write_text_atomic
 from ..training.config import ConfigError, TrainConfig
-from ..training.metrics_log import write_atomic
 from ..training.trainer import Trainer, _Split
 from .data import find_volumes, pretrain_transforms
 from .tasks import SWIN_UNETR_TASKS, SSLModel, build_ssl_model, parse_tasks
@@ -123,11 +123,15 @@ class PretrainTrainer(Trainer):
     model: SSLModel
 
     def __init__(
-        self, config: PretrainConfig, spec: DatasetSpec | None = None, cases: dict[str, list] | None = None
+        self,
+        config: PretrainConfig,
+        spec: DatasetSpec | None = None,
+        cases: dict[str, list] | None = None,
+        resume: bool | str | Path = False,
     ) -> None:
         self._task_sums: dict[str, float] = {}
         self._task_count = 0
-        super().__init__(config, spec, cases)
+        super().__init__(config, spec, cases, resume)
 
     # ------------------------------------------------------------------ the differences
     def _load_spec(self) -> DatasetSpec | None:  # type: ignore[override]
@@ -226,7 +230,7 @@ class PretrainTrainer(Trainer):
 
     def _run_info(self) -> dict[str, Any]:
         return {
-            "spec": spec_to_dict(self.spec) if self.spec is not None else None,
+            "spec": self.spec.to_dict() if self.spec is not None else None,
             "model_name": self.config.model,
             "model_kwargs": dict(self.config.model_kwargs),
             "in_channels": self.in_channels,
@@ -253,7 +257,7 @@ class PretrainTrainer(Trainer):
         if math.isinf(summary["best_metric"]):  # no validation volumes: no best pretext loss
             summary["best_metric"] = None
         if self.dist.is_main:
-            save_atomic(self.encoder_checkpoint(), self.out / "encoder.pt")
+            save_checkpoint(self.encoder_checkpoint(), self.out / "encoder.pt")
             last = self.history[-1] if self.history else {}
             report = {
                 "model": self.config.model,
@@ -272,6 +276,6 @@ class PretrainTrainer(Trainer):
                 "config": self.config.to_dict(),
                 "medswin_version": __version__,
             }
-            write_atomic(self.out / "pretrain.json", json.dumps(report, indent=2).encode())
+            write_text_atomic(self.out / "pretrain.json", json.dumps(report, indent=2))
             log.info("encoder weights: %s", self.out / "encoder.pt")
         return summary

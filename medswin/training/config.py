@@ -34,8 +34,9 @@ class TrainConfig:
     """
 
     model: str = "swin_unetr_tiny"
-    dataset: str = "mni-tissue"
+    dataset: str = ""
     data: str = ""
+    layout: str | None = None
     out: str = "runs/train"
     datasets_files: list[str] = field(default_factory=list)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +68,10 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` for values that cannot work; returns self."""
+        from ..data.spec import LAYOUTS
+
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ConfigError(f"config key 'layout' must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "num_samples": self.num_samples}
         for key, value in positive.items():
             if not isinstance(value, int) or value < 1:

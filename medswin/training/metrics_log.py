@@ -6,26 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..data.atomic import write_bytes_atomic
+
 log = logging.getLogger(__name__)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename: readers see
-    the old file or the new one, never half of it (the folder must exist)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class MetricsLog:
@@ -65,7 +51,7 @@ class MetricsLog:
             writer = csv.DictWriter(buf, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)
-            write_atomic(path, buf.getvalue().encode())
+            write_bytes_atomic(path, buf.getvalue().encode())
             self._csv_keys = keys
         else:
             with path.open("a", newline="") as f:
@@ -109,7 +95,7 @@ class MetricsLog:
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
         path = self.out / "curves.png"
-        write_atomic(path, buf.getvalue())
+        write_bytes_atomic(path, buf.getvalue())
         return path
 
     def close(self, history: list[dict[str, Any]]) -> None:

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 import yaml
 from monai.data import CacheDataset, DataLoader, Dataset
-from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
 from monai.utils import set_determinism
 from torch.nn.parallel import DistributedDataParallel
@@ -39,6 +38,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..amp import resolve_amp
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.atomic import write_text_atomic
 from ..data.datalist import build_datalist, kfold_split, to_monai
 from ..data.spec import DatasetSpec, get_dataset_spec
 from ..data.transforms import (
@@ -48,13 +49,14 @@ from ..data.transforms import (
     train_transforms,
     val_transforms,
 )
-from ..inference.predictor import check_roi, uses_nonzero_mask
-from ..models import create_model
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic, spec_to_dict
-from .config import TrainConfig
 from ..distributed import DistInfo, barrier, broadcast_int, init_distributed, mean_across_ranks
+from ..inference.runner import ModelRunner
+from ..inference.sliding_window import SlidingWindow
+from ..models import check_roi, create_model, get_entry, model_kind
+from .config import TrainConfig
 from .losses import make_loss
 from .metrics_log import MetricsLog
+from .rng import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +65,25 @@ log = logging.getLogger(__name__)
 class _Split:
     train: list[dict[str, Any]]
     val: list[dict[str, Any]]
+    why_no_validation: str = ""
+
+
+_DEFAULT_DESCRIPTIONS = {
+    "target_spacing": "each volume's own spacing (no resampling)",
+    "normalization": "a per-channel z-score over all voxels",
+    "roi_size": "the model's default patch size",
+}
 
 
 def split_cases(config: TrainConfig, spec: DatasetSpec) -> _Split:
     """Training and validation cases: the layout's validation section, ``val_cases``, or fold ``fold``."""
-    sections = build_datalist(config.data, spec)
+    sections = build_datalist(config.data, spec, config.layout)
     train = to_monai(sections.get("training", []))
     if not train:
         raise ValueError(f"{config.data}: no training cases")
+    unlabelled = [c["case"] for c in train if "label" not in c]
+    if unlabelled:
+        raise ValueError(f"{config.data}: training case(s) without a label file: {', '.join(unlabelled[:5])}")
     if config.val_cases is not None:
         names = set(config.val_cases)
         val = [c for c in train if c["case"] in names]
@@ -83,8 +96,13 @@ def split_cases(config: TrainConfig, spec: DatasetSpec) -> _Split:
     if len(train) >= config.n_folds > 1:
         tr, va = kfold_split(train, config.n_folds, config.fold, config.seed)
         return _Split(tr, va)
-    log.warning("%d training case(s): no validation split (add cases, a validation section or val_cases)", len(train))
-    return _Split(train, [])
+    why = (
+        f"{len(train)} training case(s) and no validation section: a {config.n_folds}-fold split needs at least "
+        f"{config.n_folds} cases (add cases, a validation section in the datalist, or val_cases)"
+        if config.n_folds > 1
+        else "n_folds is 1 and neither a validation section nor val_cases is given"
+    )
+    return _Split(train, [], why)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -106,16 +124,22 @@ class Trainer:
     monitor: tuple[str, str] = ("dice_mean", "max")
 
     def __init__(
-        self, config: TrainConfig, spec: DatasetSpec | None = None, cases: dict[str, list] | None = None
+        self,
+        config: TrainConfig,
+        spec: DatasetSpec | None = None,
+        cases: dict[str, list] | None = None,
+        resume: bool | str | Path = False,
     ) -> None:
         self.config = config.validate()
+        self.out = Path(config.out)
+        self.resume_from = self._resume_path(resume)
         self.spec = spec or self._load_spec()
         self.dist: DistInfo = init_distributed(config.device)
         self.device = self.dist.device
-        self.out = Path(config.out)
         self.roi = tuple(config.roi_size or self._default_roi())
         split = _Split(cases["train"], cases.get("val", [])) if cases is not None else self._split_cases()
         self.train_cases, self.val_cases = split.train, split.val
+        self.why_no_validation = split.why_no_validation or "no validation cases were given"
         set_determinism(config.seed + self.dist.rank)
         self.model = self._build_model().to(self.device)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
@@ -148,13 +172,36 @@ class Trainer:
         self.log = MetricsLog(self.out, enabled=self.dist.is_main)
 
     # ------------------------------------------------------------------ what a subclass may change
+    def _resume_path(self, resume: bool | str | Path) -> Path | None:
+        """The checkpoint to resume from, checked before any data is read (``None``: a fresh run)."""
+        if not resume:
+            return None
+        path = self.out / "checkpoint_last.pt" if resume is True else Path(resume)
+        if not path.is_file():
+            raise ValueError(
+                f"--resume: no checkpoint at {path} (nothing to resume: drop --resume to start a new run in {self.out})"
+            )
+        return path
+
     def _load_spec(self) -> DatasetSpec:
-        """The dataset spec named by the config (when the caller gives none)."""
-        return get_dataset_spec(self.config.dataset, self.config.datasets_files)
+        """The dataset spec named by the config (when the caller gives none); warns about the training keys
+        the entry leaves to defaults."""
+        if not self.config.dataset:
+            raise ValueError("no dataset: pass --dataset NAME (see medswin data datasets; add yours with --datasets)")
+        spec = get_dataset_spec(self.config.dataset, self.config.datasets_files)
+        guessed = [k for k in spec.defaulted if not (k == "roi_size" and self.config.roi_size)]
+        if guessed:
+            log.warning(
+                "dataset %r sets no %s: training uses %s",
+                spec.name,
+                ", ".join(guessed),
+                "; ".join(_DEFAULT_DESCRIPTIONS[k] for k in guessed),
+            )
+        return spec
 
     def _default_roi(self) -> Sequence[int]:
-        """Patch size when the config sets none."""
-        return self.spec.roi_size
+        """Patch size when the config sets none: the dataset's, else the model's registry default."""
+        return self.spec.roi_size or get_entry(self.config.model).default_roi
 
     def _split_cases(self) -> _Split:
         """Training and validation cases of the config's data."""
@@ -171,7 +218,7 @@ class Trainer:
             **config.model_kwargs,
         )
         self.biplanar = self.spec.task == "biplanar"
-        if self.biplanar != bool(getattr(model, "biplanar", False)):
+        if self.biplanar != (model_kind(config.model) == "biplanar"):
             kind = "two X-ray views (a biplanar dataset)" if self.biplanar else "3D volumes"
             raise ValueError(f"dataset {self.spec.name!r} provides {kind}, which model {config.model!r} does not take")
         if not self.biplanar:
@@ -224,7 +271,7 @@ class Trainer:
     def _run_info(self) -> dict[str, Any]:
         """What prediction needs to rebuild the model: spec, model name and options, channels, roi, version."""
         return {
-            "spec": spec_to_dict(self.spec),
+            "spec": self.spec.to_dict(),
             "model_name": self.config.model,
             "model_kwargs": dict(self.config.model_kwargs),
             "in_channels": self.spec.num_channels,
@@ -235,7 +282,7 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> None:
         """Continue from ``path`` (default: the run's ``checkpoint_last.pt``) exactly where it stopped."""
-        ckpt = load_checkpoint(path or self.out / "checkpoint_last.pt")
+        ckpt = load_checkpoint(path or self.resume_from or self.out / "checkpoint_last.pt")
         if ckpt["model_name"] != self.config.model:
             raise ValueError(f"checkpoint is a {ckpt['model_name']} run, this run trains {self.config.model}")
         self.model.load_state_dict(ckpt["model"])
@@ -284,6 +331,16 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
+    @property
+    def val_engine(self) -> SlidingWindow:
+        """Validation's sliding windows: the predictor's engine (Gaussian blending, ``val_overlap``)."""
+        return SlidingWindow(self.roi, self.config.val_overlap, self.config.sw_batch_size)
+
+    @property
+    def val_runner(self) -> ModelRunner:
+        """The model as validation runs it: eval mode, the run's precision policy."""
+        return ModelRunner(self.model, amp=self.config.amp)
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Sliding-window Dice per output class on the validation cases (rank 0 computes, all receive nothing)."""
@@ -298,16 +355,8 @@ class Trainer:
                 image = None
             else:
                 image = data["image"].unsqueeze(0).to(self.device)
-                with self._autocast():
-                    logits = sliding_window_inference(
-                        image,
-                        self.roi,
-                        self.config.sw_batch_size,
-                        self.model,
-                        overlap=self.config.val_overlap,
-                        mode="gaussian",
-                    ).float()
-            if image is not None and uses_nonzero_mask(self.spec):  # as the predictor: background outside the scan
+                logits = self.val_engine.logits(self.val_runner, image)
+            if image is not None and self.spec.uses_nonzero_mask:  # as the predictor: background outside the scan
                 outside = (image == 0).all(1, keepdim=True)
                 logits = logits.masked_fill(outside, -1e4)
                 if not regions:
@@ -357,12 +406,16 @@ class Trainer:
         self.epochs, self.total_steps = epochs, epochs * self.iterations_per_epoch
 
     def fit(self, resume: bool | str | Path = False) -> dict[str, Any]:
-        """Train; returns the summary (epochs, steps, best metric, last validation, run folder)."""
-        if resume:
-            self.resume(None if resume is True else resume)
+        """Train; returns the summary (epochs, steps, best metric, last validation, run folder).
+
+        ``resume`` (or the constructor's): continue from the run's ``checkpoint_last.pt`` (``True``) or a
+        given checkpoint."""
+        if resume or self.resume_from:
+            self.resume(self._resume_path(resume) if resume else self.resume_from)
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+            write_text_atomic(self.out / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+            if self.config.val_every and not self.val_cases:
+                log.warning("validation skipped: %s", self.why_no_validation)
         self.log.open(purge_step=self.start_epoch)
         t_start = time.perf_counter()
         first_step_done: tuple[float, int] | None = None
@@ -406,9 +459,9 @@ class Trainer:
                 self.best_metric, self.best_epoch = row[key], epoch
             if self.dist.is_main:
                 ckpt = self._checkpoint()
-                save_atomic(ckpt, self.out / "checkpoint_last.pt")
+                save_checkpoint(ckpt, self.out / "checkpoint_last.pt")
                 if improved or not self.val_cases:
-                    save_atomic(ckpt, self.out / "checkpoint_best.pt")
+                    save_checkpoint(ckpt, self.out / "checkpoint_best.pt")
                 self.log.write(self.history, row)
                 log.info(
                     "epoch %d: loss %.4f%s",
