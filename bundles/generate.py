@@ -23,9 +23,11 @@ import torch
 
 import medswin
 from medswin.data.spec import DatasetSpec, get_dataset_spec
+from medswin.data.transforms import intensity_arguments
 from medswin.models import model_info as _model_info
 
 ROOT = Path(__file__).resolve().parent
+README_TEMPLATE = ROOT / "README.template.md"  # docs/README.md of every bundle, filled in by readme()
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 VIEWS = ["image_coronal", "image_sagittal"]
 # the versions the bundles were verified with (constants, so the output does not depend on the machine)
@@ -72,6 +74,7 @@ class Bundle:
     biplanar: bool = False
     view_size: list[int] = field(default_factory=lambda: [128, 160])
     notes: list[str] = field(default_factory=list)
+    measured_note: str = ""  # what was measured with this bundle itself (default: NOT_MEASURED)
 
     @property
     def spec(self) -> DatasetSpec:
@@ -155,7 +158,10 @@ BUNDLES = [
             "measured by `medswin demo` (medswin's own trainer, not this bundle; 5-minute CPU budget, 140 steps, "
             "held-out superior slab): Dice CSF 0.7188, GM 0.9382, WM 0.9440",
         ],
-        notes=["This bundle's own training (MONAI `SupervisedTrainer`, no time budget) was run only in the tests."],
+        measured_note=(
+            "The data ships inside the nilearn wheel: no registration, no download. This bundle's own training "
+            "(MONAI `SupervisedTrainer`, no time budget) was run only in the tests (tiny model, 2 iterations)."
+        ),
     ),
     Bundle(
         name="ds_transunet_btcv",
@@ -238,24 +244,24 @@ def _t(target: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def intensity(spec: DatasetSpec) -> dict[str, Any]:
-    """The spec's normalisation as a MONAI transform on ``image``."""
-    n = spec.normalization
-    if n["type"] == "ct":
-        return _t(
-            "ScaleIntensityRanged",
-            keys="image",
-            a_min=n["a_min"],
-            a_max=n["a_max"],
-            b_min=n["b_min"],
-            b_max=n["b_max"],
-            clip=n["clip"],
-        )
-    return _t("NormalizeIntensityd", keys="image", nonzero=n["nonzero"], channel_wise=n["channel_wise"])
+    """The spec's normalisation as a MONAI transform on ``image``: the same table medswin's own pipelines use
+    (:data:`medswin.data.transforms.NORMALIZATIONS`)."""
+    name, args = intensity_arguments(spec)
+    return _t(name, keys="image", **args)
+
+
+def load(spec: DatasetSpec, keys: list[str]) -> dict[str, Any]:
+    """The data layer's checked reading (no fallback reader), with the dataset's channels and label values."""
+    args: dict[str, Any] = {"channels": spec.num_channels, "channel_names": list(spec.channel_names)}
+    if "label" in keys:
+        args.update(label_values=list(spec.label_values), dataset=spec.name)
+    return _t("medswin.data.loading.LoadVolumed", keys=keys, label_key="label" if "label" in keys else None, **args)
 
 
 def base_transforms(spec: DatasetSpec, keys: list[str]) -> list[dict[str, Any]]:
-    """Load, channel first, regions (BraTS), RAS, resample, normalise: medswin's pipeline in MONAI components."""
-    steps = [_t("LoadImaged", keys=keys, image_only=True), _t("EnsureChannelFirstd", keys=keys)]
+    """Load (checked), channel first, regions (BraTS), RAS, resample, normalise: medswin's pipeline in MONAI
+    components."""
+    steps = [load(spec, keys), _t("EnsureChannelFirstd", keys=keys)]
     if spec.regions and "label" in keys:
         steps.append(
             _t(
@@ -298,14 +304,21 @@ def train_transforms(spec: DatasetSpec) -> list[dict[str, Any]]:
     ]
 
 
-def biplanar_transforms(kind: str) -> list[dict[str, Any]]:
-    """Swin-X2S: the two 2D views (min-max scaled) stacked as ``image`` ``(2, H, W)``; the 3D label as is."""
+def biplanar_transforms(kind: str, spec: DatasetSpec) -> list[dict[str, Any]]:
+    """Swin-X2S: the two 2D views (checked, min-max scaled) stacked as ``image`` ``(2, H, W)``; the 3D label
+    (checked against the CT dataset's label values) as is."""
     keys = VIEWS + ([] if kind == "inference" else ["label"])
-    steps = [
-        _t("LoadImaged", keys=keys, image_only=True),
-        _t("EnsureChannelFirstd", keys=keys, channel_dim="no_channel"),
-        _t("ScaleIntensityd", keys=VIEWS, minv=0.0, maxv=1.0),
-    ]
+    steps = [_t("medswin.data.loading.LoadViewd", keys=VIEWS)]
+    if kind != "inference":
+        steps.append(
+            _t(
+                "medswin.data.loading.LoadVolumed",
+                keys="label",
+                label_key="label",
+                label_values=list(spec.label_values),
+                dataset=spec.name,
+            )
+        )
     if kind == "train":
         steps += [
             _t("EnsureTyped", keys=keys, track_meta=False),
@@ -431,9 +444,9 @@ def loss(b: Bundle) -> dict[str, Any]:
 def train_config(b: Bundle) -> dict[str, Any]:
     """``train.json``: SupervisedTrainer with validation, best-Dice checkpoint ``models/model.pt``."""
     spec = b.spec
-    train_pre = biplanar_transforms("train") if b.biplanar else train_transforms(spec)
+    train_pre = biplanar_transforms("train", spec) if b.biplanar else train_transforms(spec)
     val_pre = (
-        biplanar_transforms("val")
+        biplanar_transforms("val", b.spec)
         if b.biplanar
         else base_transforms(spec, ["image", "label"]) + [_t("EnsureTyped", keys=["image", "label"])]
     )
@@ -652,7 +665,7 @@ def evaluator_section(
 def inference_config(b: Bundle) -> dict[str, Any]:
     """``inference.json``: predict every input of ``@dataset_dir`` and write label maps on the inputs' grids."""
     pre = (
-        biplanar_transforms("inference")
+        biplanar_transforms("inference", b.spec)
         if b.biplanar
         else base_transforms(b.spec, ["image"]) + [_t("EnsureTyped", keys="image")]
     )
@@ -664,7 +677,7 @@ def inference_config(b: Bundle) -> dict[str, Any]:
 def evaluate_config(b: Bundle) -> dict[str, Any]:
     """``evaluate.json``: Dice of the trained model on the validation cases, per case and class, in ``@output_dir``."""
     pre = (
-        biplanar_transforms("val")
+        biplanar_transforms("val", b.spec)
         if b.biplanar
         else base_transforms(b.spec, ["image", "label"]) + [_t("EnsureTyped", keys=["image", "label"])]
     )
@@ -770,7 +783,8 @@ def metadata(b: Bundle) -> dict[str, Any]:
 
 
 def readme(b: Bundle) -> str:
-    """``docs/README.md``: what the bundle does, how to get the data, train, evaluate, infer, export, verify."""
+    """``docs/README.md``: :data:`README_TEMPLATE` filled in for the bundle (what it does, the data, the commands to
+    train, evaluate, infer, export and verify, the expected accuracy)."""
     spec = b.spec
     if b.biplanar:
         tiny_size = "view_size=[64,64] _meta_#network_data_format#inputs#image#spatial_shape=[64,64]"
@@ -778,104 +792,44 @@ def readme(b: Bundle) -> str:
         divisor = meta_model(b.model, json.dumps(b.model_kwargs)).size_divisor
         z = divisor[2] * 2 if isinstance(divisor, tuple) else 64
         tiny_size = f"roi_size=[64,64,{z}]"
-    shape = [1, 2, *b.view_size] if b.biplanar else [1, spec.num_channels, *(b.roi_size or spec.roi_size)]
-    roi = (
-        "views " + "x".join(map(str, b.view_size))
-        if b.biplanar
-        else "roi " + "x".join(map(str, b.roi_size or spec.roi_size))
+    roi_size = b.roi_size or spec.roi_size
+    shape = [1, 2, *b.view_size] if b.biplanar else [1, spec.num_channels, *roi_size]
+    roi = "views " + "x".join(map(str, b.view_size)) if b.biplanar else "roi " + "x".join(map(str, roi_size))
+    preprocessing = (
+        f"RAS orientation, {list(spec.target_spacing)} mm spacing, {spec.normalization['type']} normalisation"
     )
-    lines = [
-        f"# {b.title}",
-        "",
-        f"{b.task}. Network: medswin `{b.model}` ({model_info(b.model)['paper']}), {roi}; "
-        f"{spec.num_channels if not b.biplanar else 2} input channel(s), {spec.out_channels} output channels "
-        f"({', '.join(spec.output_names)}).",
-        "",
-        "Research use only; not a medical device.",
-        "",
-        "## Data",
-        "",
-        f"Source: {spec.source}. Licence: {spec.licence}. Cite: {spec.citation or '-'}.",
-        "",
-        b.data_howto,
-        "",
-        f"Preprocessing (from the `{spec.name}` entry of medswin's `datasets.yaml`): RAS orientation, "
-        f"{list(spec.target_spacing)} mm spacing, {spec.normalization['type']} normalisation"
-        + (
-            ", labels to regions " + ", ".join(f"{k} = {list(v)}" for k, v in spec.regions.items())
-            if spec.regions
-            else ""
-        )
-        + ("" if not b.biplanar else " (for the CT the views are made from; the views themselves are min-max scaled)")
-        + ".",
-        "",
-        "## Commands",
-        "",
-        "Run from this folder (`bundle_root` is `.`; from elsewhere add `--bundle_root PATH/TO/THIS/BUNDLE`), with "
-        "medswin installed (`pip install 'medswin[bundle]'`):",
-        "",
-        "```bash",
-        "# train (best validation Dice -> models/model.pt)",
-        f"python -m monai.bundle run --config_file configs/train.json --dataset_dir {b.dataset_dir}",
-        "# several GPUs (DDP, DistributedSampler; rank 0 writes)",
-        "torchrun --nproc_per_node=4 -m monai.bundle run --config_file "
-        f"\"['configs/train.json','configs/multi_gpu_train.json']\" --dataset_dir {b.dataset_dir}",
-        "# evaluate models/model.pt on the validation cases (Dice per case and class in eval/)",
-        f"python -m monai.bundle run --config_file configs/evaluate.json --dataset_dir {b.dataset_dir}",
-        "# predict every input of dataset_dir (a dataset folder: its test cases, else its training cases; a folder",
-        "# of volumes; one file) -> eval/<first input file>_seg.nii.gz on the input's grid",
-        f"python -m monai.bundle run --config_file configs/inference.json --dataset_dir {b.dataset_dir}",
-        "# TorchScript export (traced at the inference input size; scripting does not compile these models)",
-        "python -m monai.bundle ckpt_export network_export --filepath models/model.ts --ckpt_file models/model.pt "
-        "--meta_file configs/metadata.json --config_file configs/inference.json --use_trace True "
-        f'--input_shape "{shape}"',
-        "# the MONAI verifiers (the schema is carried in ../schema/: it cannot be downloaded offline)",
-        "python -m monai.bundle verify_metadata --meta_file configs/metadata.json "
-        "--filepath ../schema/meta_schema_20220324.json",
-        "python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json --config_file "
-        "configs/inference.json --n 2",
-        "```",
-        "",
-        "The same through medswin (finds the bundle by name; `--override ID=VALUE` for any config id):",
-        "",
-        "```bash",
-        f"medswin bundle verify {b.name}",
-        f"medswin bundle run {b.name} --config train --override dataset_dir={b.dataset_dir}",
-        f"medswin bundle run {b.name} --config evaluate --override dataset_dir={b.dataset_dir}",
-        f"medswin bundle run {b.name} --override dataset_dir={b.dataset_dir}     # inference (the default config)",
-        f"medswin bundle export {b.name}     # models/model.pt -> models/model.ts, checked against the eager model",
-        f"torchrun --nproc_per_node=4 -m medswin bundle run {b.name} --config multi_gpu_train "
-        f"--override dataset_dir={b.dataset_dir}",
-        "```",
-        "",
-        f"Smaller model for a quick check: `--override model_name={b.tiny} {tiny_size}` (the tests run every config "
-        "this way on synthetic data in this bundle's layout).",
-        "",
-        "## Expected accuracy",
-        "",
-        *[
-            f"- Published (not measured here): {p}."
-            if not p.startswith("measured")
-            else f"- Measured with medswin: {p}."
-            for p in b.published
-        ],
-        "",
-        NOT_MEASURED,
-        "",
-        *([*b.notes, ""] if b.notes else []),
-        "## Export",
-        "",
-        "`ckpt_export` traces `network_export` (`--use_trace True`), which is `network_def` with medswin's fused CPU "
-        "kernels (instance norm + LeakyReLU, window gathers: Python autograd Functions that TorchScript cannot "
-        "serialise) run as the same computation in plain PyTorch ops (`medswin.bundle.for_export`). Scripting "
-        "(`torch.jit.script`) rejects the models' Python control flow (a ModuleList iterated with a run-time list in "
-        "the Swin stages, `torch.is_autocast_enabled(device)` in the conv blocks) and `torch.export` stops at "
-        "data-dependent sizes in the window gathers. The traced module is specialised to "
-        "the input size it was traced at (the inference roi, the size sliding-window inference feeds it); "
-        "`medswin bundle export` reloads the file with `torch.jit.load` and checks it against the eager model.",
-        "",
+    if spec.regions:
+        preprocessing += ", labels to regions " + ", ".join(f"{k} = {list(v)}" for k, v in spec.regions.items())
+    if b.biplanar:
+        preprocessing += " (for the CT the views are made from; the views themselves are min-max scaled)"
+    accuracy = [
+        f"- Measured with medswin: {p}." if p.startswith("measured") else f"- Published (not measured here): {p}."
+        for p in b.published
     ]
-    return "\n".join(lines)
+    return README_TEMPLATE.read_text().format(
+        title=b.title,
+        task=b.task,
+        model=b.model,
+        paper=model_info(b.model)["paper"],
+        roi=roi,
+        in_channels=2 if b.biplanar else spec.num_channels,
+        out_channels=spec.out_channels,
+        outputs=", ".join(spec.output_names),
+        source=spec.source,
+        licence=spec.licence,
+        citation=spec.citation or "-",
+        data_howto=b.data_howto,
+        dataset=spec.name,
+        preprocessing=preprocessing,
+        dataset_dir=b.dataset_dir,
+        shape=shape,
+        name=b.name,
+        tiny=b.tiny,
+        tiny_size=tiny_size,
+        accuracy="\n".join(accuracy),
+        measured=b.measured_note or NOT_MEASURED,
+        notes="".join(f"{note}\n\n" for note in b.notes),
+    )
 
 
 LICENSE = """\

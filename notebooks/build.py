@@ -16,9 +16,7 @@ a 2-core CPU.  Everything a notebook writes goes to a fresh temporary folder, ne
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -404,7 +402,8 @@ TRAIN_ON_YOUR_DATA: list[Cell] = [
     code(
         """
         from medswin.evaluation import evaluate_pairs, markdown_table, match_cases, summarize, write_report
-        from medswin.inference import Predictor, resolve_inputs
+        from medswin.data.inputs import resolve_inputs
+        from medswin.inference import Predictor
 
         predictor = Predictor.from_checkpoint(work / "run" / "checkpoint_best.pt")
         cases = resolve_inputs(new_cases, predictor.spec)  # [(case, [image file(s)]), ...]
@@ -1115,20 +1114,6 @@ def render(name: str, cells: list[Cell]) -> str:
     return nbformat.writes(build_notebook(name, cells)) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     """Write (or with ``--check`` compare) every notebook; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1137,6 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: this folder)")
     args = parser.parse_args(argv)
+    from medswin.data.atomic import write_text_atomic
+
     stale = []
     for name, cells in NOTEBOOKS.items():
         path = args.out / name
@@ -1146,7 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
                 stale.append(name)
             continue
         args.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text)
+        write_text_atomic(path, text)
         print(f"wrote {path}")
     if stale:
         print(f"out of date (run python notebooks/build.py): {', '.join(stale)}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""``medswin`` command line: ``main(argv) -> exit code``; one module per subcommand."""
+"""``medswin`` command line: ``main(argv) -> exit code``; one module per subcommand.
+
+Every failure the user can fix (bad input, bad option, bad config) ends in ONE line on stderr,
+``medswin COMMAND: error: <file>: <problem>``, and exit code 2; anything else (a bug, the
+environment) in one line and exit code 1.  ``--verbose`` (before or after the subcommand) shows
+debug logging and the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,16 @@ from ..data.errors import DataError
 from . import adapt, bundle, data, demo, evaluate, models, predict, pretrain, train
 
 SUBCOMMANDS = (models, data, pretrain, train, predict, adapt, evaluate, demo, bundle)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError, ImportError, DataError, PermissionError)
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand (and sub-subcommand) accepts, before or after its name."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks"
+    )
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,11 +35,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="medswin", description="Shifted-window transformers for 3D medical images.")
     parser.add_argument("--version", action="version", version=f"medswin {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubParser)
     for module in SUBCOMMANDS:
         module.register(sub)
     return parser
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Subcommand parsers: they take the common options too (``medswin models list --verbose``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("parents", [])
+        kwargs["parents"] = [*kwargs["parents"], common_options()]
+        super().__init__(*args, **kwargs)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The user-fixable error behind ``exc`` (MONAI and torch wrap them in RuntimeError chains), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DataError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return exc if isinstance(exc, USER_ERRORS) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,17 +78,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, TypeError, ImportError, DataError) as exc:
+    except KeyboardInterrupt:
+        print(f"medswin {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
         if args.verbose:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"medswin {args.command}: error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # anything else is a bug or an environment problem: still one line
-        if args.verbose:
-            raise
+        user = _user_error(exc)
+        if user is not None:
+            print(f"medswin {args.command}: error: {_message(user)}", file=sys.stderr)
+            return 2
+        if isinstance(exc, MemoryError):
+            print(
+                f"medswin {args.command}: error: out of memory (try a smaller --roi or --memory-budget-gb)",
+                file=sys.stderr,
+            )
+            return 2
         print(
-            f"medswin {args.command}: error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+            f"medswin {args.command}: error: {type(exc).__name__}: {_message(exc)[:300]} "
+            "(rerun with --verbose for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -15,12 +15,13 @@ import logging
 from pathlib import Path
 
 from .predict import (
-    _is_biplanar_checkpoint,
-    _is_biplanar_name,
+    ADAPT_METHODS,
     add_adaptation_arguments,
     add_predictor_arguments,
     build_adapter,
     build_predictor,
+    load_model_arg,
+    plan_outputs,
 )
 
 log = logging.getLogger(__name__)
@@ -31,39 +32,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("adapt", help="test-time adaptation (TENT/ETTA) to each case, then segment it")
     p.add_argument("-i", "--input", required=True, help="a volume, a DICOM series folder, or a folder/dataset of cases")
     p.add_argument("-o", "--output", required=True, help="output folder ({case}.nii.gz and adaptation.json)")
-    p.add_argument("--method", dest="adapt", default="tent", choices=["tent", "etta"], help="adaptation method (tent)")
+    p.add_argument("--method", dest="adapt", default="tent", choices=ADAPT_METHODS, help="adaptation method (tent)")
     add_predictor_arguments(p)
     add_adaptation_arguments(p)
     p.set_defaults(func=run)
-
-
-def _write_json(path: Path, data: dict) -> Path:
-    from ..training.metrics_log import write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=2).encode())
-    return path
 
 
 def run(args: argparse.Namespace) -> int:
     """Adapt to and predict every case; print the written files."""
     from tqdm import tqdm
 
-    from ..inference import resolve_inputs
+    from ..data.atomic import write_text_atomic
+    from ..data.inputs import resolve_inputs
+    from ..data.outputs import check_outputs
 
-    if _is_biplanar_checkpoint(args.model) or _is_biplanar_name(args.model):
+    kind, ckpt = load_model_arg(args)
+    if kind != "volume":
         raise ValueError(
             f"{args.model}: test-time adaptation works on 3D volume models, not on biplanar (two X-ray view) models"
         )
     out = Path(args.output)
     if out.name.endswith((".nii", ".nii.gz", ".dcm", ".json")):
         raise ValueError(f"-o {args.output}: medswin adapt writes a folder (labels and adaptation.json), give a folder")
-    predictor = build_predictor(args)
+    predictor = build_predictor(args, ckpt)
     adapter = build_adapter(args, predictor)
     cases = resolve_inputs(args.input, predictor.spec)
+    outputs = plan_outputs(args, cases, "nifti")
+    check_outputs([out / "adaptation.json"], [p for _, paths in cases for p in paths])
     records, written = [], []
-    for case, paths in tqdm(cases, desc=f"{args.adapt} + predict", disable=len(cases) < 2):
-        written.append(predictor.predict_file(paths if len(paths) > 1 else paths[0], out / f"{case}.nii.gz"))
+    bar = tqdm(zip(cases, outputs), total=len(cases), desc=f"{args.adapt} + predict", disable=len(cases) < 2)
+    for (case, paths), target in bar:
+        written.append(predictor.predict_file(paths if len(paths) > 1 else paths[0], target))
         records.append({"case": case, "output": str(written[-1]), **adapter.last_report.as_dict()})
         log.info("%s -> %s", case, written[-1])
     settings = {
@@ -76,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.adapt == "etta":
         settings["entropy_filter"] = adapter.entropy_filter
-    report = _write_json(out / "adaptation.json", {"model": args.model, "settings": settings, "cases": records})
+    report = write_text_atomic(
+        out / "adaptation.json", json.dumps({"model": args.model, "settings": settings, "cases": records}, indent=2)
+    )
     for path in written:
         print(path)
     print(report)

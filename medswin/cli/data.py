@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.spec import LAYOUTS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``data`` and its subcommands."""
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("path", help="dataset folder (Decathlon, nnU-Net, BraTS, BTCV or flat layout)")
     check.add_argument("--dataset", required=True, help="dataset name in the registry, e.g. btcv, brats2021")
     check.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
-    check.add_argument("--layout", choices=["decathlon", "nnunet", "brats", "btcv", "flat"], help="override the layout")
+    check.add_argument("--layout", choices=LAYOUTS, help="the folder's layout (default: the entry's, else detected)")
     check.set_defaults(func=run_check)
 
     drr = data_sub.add_parser("drr", help="coronal and sagittal DRRs of a CT (and its label on the view grid)")
@@ -52,7 +54,8 @@ def run_list(args: argparse.Namespace) -> int:
     for name, spec in load_dataset_specs(args.datasets).items():
         outputs = ", ".join(spec.output_names)
         print(f"{name:<24} {spec.num_channels} ch ({', '.join(spec.channel_names)}) -> {outputs}")
-        print(f"{'':<24} layout {spec.layout}, spacing {spec.target_spacing}, roi {spec.roi_size}; {spec.source}")
+        layout, spacing = spec.layout or "detected", spec.target_spacing or "native"
+        print(f"{'':<24} layout {layout}, spacing {spacing}, roi {spec.roi_size or 'the model default'}; {spec.source}")
     return 0
 
 

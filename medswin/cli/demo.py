@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the four steps and print the Dice table."""
+    from ..data.atomic import write_text_atomic
     from ..data.demo import build_mni_tissue
     from ..evaluation import evaluate_pairs, markdown_table, match_cases, summarize, write_report
     from ..inference import Predictor
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "summary": summarize(rows, predictor.spec),
     }
-    (out / "demo.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out / "demo.json", json.dumps(result, indent=2))
     print(
         f"\n{args.model}, {summary['steps']} training steps in {timings['train_s']:.0f} s; "
         f"held-out superior slab of the MNI template:\n"

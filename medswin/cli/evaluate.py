@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.formats import VOLUME_ENDINGS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` subcommand."""
@@ -29,9 +31,10 @@ def find_images(folder: str | Path, cases: list[str]) -> dict[str, Path]:
     folder = Path(folder)
     found = {}
     for case in cases:
-        for name in (f"{case}.nii.gz", f"{case}_0000.nii.gz", f"{case}.nii", f"{case}.nrrd", f"{case}.mha"):
-            if (folder / name).is_file():
-                found[case] = folder / name
+        for stem in (case, f"{case}_0000"):
+            path = next((folder / f"{stem}{e}" for e in VOLUME_ENDINGS if (folder / f"{stem}{e}").is_file()), None)
+            if path is not None:
+                found[case] = path
                 break
     return found
 

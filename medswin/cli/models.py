@@ -6,10 +6,17 @@ import argparse
 import json
 
 
+KIND_TEXT = {
+    "volume": "3D volumes in, logits of the same size out",
+    "biplanar": "two 2D X-ray views in, a 3D volume out",
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``models list`` and ``models info``."""
-    p = sub.add_parser("models", help="registered models: list, info")
-    models_sub = p.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    p = sub.add_parser("models", help="registered models: list (the default), info")
+    p.set_defaults(func=run_list, pattern="*", in_channels=1, out_channels=2, json=False)
+    models_sub = p.add_subparsers(dest="models_command", required=False, metavar="SUBCOMMAND")
     ls = models_sub.add_parser("list", help="table of models (params, size divisor, default roi, paper)")
     ls.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'swin_unetr_*'")
     ls.add_argument("--in-channels", type=int, default=1)
@@ -34,10 +41,13 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(infos, indent=2, default=list))
         return 0
-    print(f"{'model':<22} {'params':>10} {'divisor':>8} {'default roi':>14}  paper")
+    print(f"{'model':<22} {'kind':<9} {'params':>10} {'divisor':>8} {'default roi':>14}  paper")
     for info in infos:
         roi = "x".join(map(str, info["default_roi"]))
-        print(f"{info['name']:<22} {info['params'] / 1e6:>9.2f}M {info['size_divisor']:>8} {roi:>14}  {info['paper']}")
+        print(
+            f"{info['name']:<22} {info['kind']:<9} {info['params'] / 1e6:>9.2f}M {info['size_divisor']!s:>8} {roi:>14}  "
+            f"{info['paper']}"
+        )
     return 0
 
 
@@ -47,6 +57,7 @@ def run_info(args: argparse.Namespace) -> int:
 
     info = model_info(args.name, args.in_channels, args.out_channels)
     print(f"{info['name']}: {info['params']:,} parameters ({args.in_channels} -> {args.out_channels} channels)")
+    print(f"  kind:         {info['kind']} ({KIND_TEXT[info['kind']]})")
     print(f"  paper:        {info['paper']}")
     print(f"  size divisor: {info['size_divisor']} (every spatial size of the input must be a multiple)")
     print(f"  default roi:  {'x'.join(map(str, info['default_roi']))}")

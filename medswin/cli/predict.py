@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
+
+from ..adaptation import METHOD_NAMES
+from ..amp import AMP_CHOICES
+from ..data.outputs import ALLOW_FLAG
+from ..inference.writers import OUTPUT_FORMATS
 
 log = logging.getLogger(__name__)
+
+ADAPT_METHODS = METHOD_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,15 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--spacing", type=float, default=1.0, help="biplanar output voxel size when no DRR geometry is found"
     )
     add_predictor_arguments(p)
-    p.add_argument("--format", default="nifti", choices=["nifti", "dicom-seg"])
+    p.add_argument("--format", default="nifti", choices=sorted(OUTPUT_FORMATS))
     p.add_argument("--series-uid", help="which series of a DICOM folder holding several")
-    p.add_argument("--adapt", choices=["tent", "etta"], help="test-time adaptation to each volume before predicting it")
+    p.add_argument("--adapt", choices=ADAPT_METHODS, help="test-time adaptation to each volume before predicting it")
     add_adaptation_arguments(p)
     p.set_defaults(func=run)
 
 
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
-    """Model, dataset, weights and sliding-window options shared by ``predict`` and ``adapt``."""
+    """Model, dataset, weights, sliding-window and output-safety options shared by ``predict`` and ``adapt``."""
     p.add_argument(
         "--model", required=True, help="medswin checkpoint (.pt) or a registered model name (then --dataset)"
     )
@@ -37,10 +45,10 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"))
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--sw-batch-size", default="1", help="windows per forward pass, or 'auto'")
-    p.add_argument("--mirror", action="store_true", help="average over the 8 mirror images (8x slower)")
+    p.add_argument("--mirror", action="store_true", help="average over the 8 mirror images of each window (8x slower)")
     p.add_argument("--largest-component", action="store_true", help="keep the largest component of each class")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: CUDA when available)")
     p.add_argument(
         "--memory-budget-gb",
         type=float,
@@ -48,6 +56,9 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
         help="sliding-window accumulator budget; larger volumes are streamed as label slabs (2)",
     )
     p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    p.add_argument(
+        ALLOW_FLAG, action="store_true", help="allow writing into the input folder of cases (never over an input)"
+    )
 
 
 def add_adaptation_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,12 +70,10 @@ def add_adaptation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--continual", action="store_true", help="keep adapting across volumes (default: reset per volume)")
 
 
-def build_adapter(args: argparse.Namespace, predictor):
+def build_adapter(args: argparse.Namespace, predictor: Any) -> Any:
     """The ``--adapt`` adapter (TENT or ETTA) on the predictor's model, attached to the predictor."""
     from ..adaptation import METHODS
 
-    if getattr(predictor.model, "biplanar", False):
-        raise ValueError("test-time adaptation works on 3D volume models, not on biplanar (two X-ray view) models")
     if args.entropy_filter is not None and args.adapt != "etta":
         raise ValueError("--entropy-filter is an etta option (use --adapt etta)")
     options = {
@@ -83,8 +92,21 @@ def build_adapter(args: argparse.Namespace, predictor):
     return adapter
 
 
-def build_predictor(args: argparse.Namespace):
-    """A :class:`Predictor` from a checkpoint, or from a model name + dataset (+ weights)."""
+def load_model_arg(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None]:
+    """``(kind, checkpoint)`` of ``--model``: a checkpoint file is read once here (``None`` for a model name)."""
+    from ..checkpoint import load_checkpoint
+    from ..models import model_kind
+
+    if Path(args.model).exists():
+        ckpt = load_checkpoint(args.model)
+        return model_kind(ckpt["model_name"]), ckpt
+    if args.model.endswith((".pt", ".pth", ".ckpt")):
+        raise ValueError(f"{args.model}: checkpoint not found")
+    return model_kind(args.model), None
+
+
+def build_predictor(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> Any:
+    """A :class:`Predictor` from a loaded checkpoint, or from a model name + dataset (+ weights)."""
     from ..inference import Predictor
 
     sw = args.sw_batch_size if args.sw_batch_size == "auto" else int(args.sw_batch_size)
@@ -99,12 +121,12 @@ def build_predictor(args: argparse.Namespace):
         "memory_budget_gb": args.memory_budget_gb,
         "compile": args.compile,
     }
-    if Path(args.model).is_file():
+    if ckpt is not None:
         if args.weights:
             raise ValueError("--weights goes with a model name; a checkpoint carries its own weights")
-        return Predictor.from_checkpoint(args.model, **{k: v for k, v in options.items() if v is not None})
+        return Predictor.from_checkpoint(ckpt, **{k: v for k, v in options.items() if v is not None})
     from ..data.spec import get_dataset_spec
-    from ..models import create_model
+    from ..models import create_model, get_entry, load_weights
 
     if not args.dataset:
         raise ValueError(f"--model {args.model!r} is not a file: give a checkpoint, or a model name with --dataset")
@@ -114,87 +136,79 @@ def build_predictor(args: argparse.Namespace):
         load_weights(model, args.weights)
     else:
         log.warning("no --weights: %s is untrained, its labels are meaningless", args.model)
+    if options["roi_size"] is None and spec.roi_size is None:
+        options["roi_size"] = get_entry(args.model).default_roi
     return Predictor(model, spec, **options)
 
 
-def load_weights(model, path: str) -> None:
-    """Load a medswin checkpoint's model, a MONAI SwinUNETR checkpoint, or a plain matching state dict."""
-    from ..models._weights import load_checkpoint_file, load_matching
-
-    state = load_checkpoint_file(path)
-    if isinstance(state.get("model"), dict):
-        state = state["model"]
-    if hasattr(model, "load_monai_state_dict") and any(
-        k.startswith(("swinViT.", "module.", "encoder1.")) for k in state
-    ):
-        report = model.load_monai_state_dict(state, source=path)
-    else:
-        report = load_matching(model, state, path)
-    log.info("%s", report)
+def output_is_file(output: str) -> bool:
+    """True when ``-o`` names one output file (a known output ending) rather than a folder."""
+    return output.endswith(tuple(f.ending for f in OUTPUT_FORMATS.values()) + (".nii",))
 
 
-def run_biplanar(args: argparse.Namespace) -> int:
+def run_biplanar(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> int:
     """Two X-ray views -> one 3D label volume."""
     from ..inference import BiplanarPredictor
 
-    if not Path(args.model).is_file():
+    if args.adapt:
+        raise ValueError("--adapt works on 3D volume models, not on biplanar (two X-ray view) models")
+    if ckpt is None:
         raise ValueError("biplanar prediction needs a trained Swin-X2S checkpoint (--model run/checkpoint_best.pt)")
     if not args.input2:
         raise ValueError("a biplanar model needs both views: -i CORONAL -i2 SAGITTAL")
     out = Path(args.output)
     if not out.name.endswith((".nii", ".nii.gz")):
         out = out / f"{Path(args.input).name.split('_coronal')[0].split('.')[0]}_labels.nii.gz"
-    predictor = BiplanarPredictor.from_checkpoint(args.model, amp=args.amp, device=args.device)
+    predictor = BiplanarPredictor.from_checkpoint(ckpt, amp=args.amp, device=args.device)
     print(predictor.predict_file(args.input, args.input2, out, spacing=args.spacing))
     return 0
 
 
-def _is_biplanar_checkpoint(path: str) -> bool:
-    if not Path(path).is_file():
-        return False
-    from ..training.checkpoint import load_checkpoint
+def plan_outputs(args: argparse.Namespace, cases: list, fmt: str) -> list[Path]:
+    """The file each case is written to, checked against every input before anything is written."""
+    from ..data.outputs import check_outputs
+    from ..inference.writers import output_path
 
-    return load_checkpoint(path)["spec"]["entry"].get("task") == "biplanar"
-
-
-def _is_biplanar_name(name: str) -> bool:
-    """True when ``name`` is a registered biplanar model (built on the meta device: no weights)."""
-    import torch
-
-    from ..models import create_model, list_models
-
-    if Path(name).is_file() or name not in list_models():
-        return False
-    with torch.device("meta"):
-        return bool(getattr(create_model(name, in_channels=1, out_channels=2), "biplanar", False))
+    out = Path(args.output)
+    if output_is_file(args.output):
+        if len(cases) != 1:
+            raise ValueError(f"{args.input} holds {len(cases)} cases: give an output folder, not a file")
+        outputs = [out]
+    else:
+        outputs = [output_path(out, case, fmt) for case, _ in cases]
+    given = Path(args.input)
+    sources = [p for _, paths in cases for p in paths]
+    folders = [given] if given.is_dir() and given not in sources else []
+    check_outputs(outputs + [out], sources, folders, getattr(args, "allow_output_in_input", False))
+    return outputs
 
 
 def run(args: argparse.Namespace) -> int:
-    """Resolve the inputs, predict each case, report where the outputs went."""
+    """Resolve the model and the inputs, check the outputs, predict each case, report where they went."""
+    from ..data.inputs import resolve_inputs
     from ..distributed import init_distributed
-    from ..inference import resolve_inputs
 
-    if args.input2 or _is_biplanar_checkpoint(args.model) or (args.adapt and _is_biplanar_name(args.model)):
-        if args.adapt:
-            raise ValueError("--adapt works on 3D volume models, not on biplanar (two X-ray view) models")
-        return run_biplanar(args)
+    kind, ckpt = load_model_arg(args)
+    if kind == "biplanar" or args.input2:
+        if kind != "biplanar":
+            raise ValueError(f"-i2 is the second X-ray view of biplanar models; {args.model} takes 3D volumes")
+        return run_biplanar(args, ckpt)
     adapt_options = (args.continual, args.adapt_steps, args.adapt_lr, args.adapt_patches, args.entropy_filter)
     if not args.adapt and any(v not in (None, False) for v in adapt_options):
         raise ValueError("--continual / --adapt-* / --entropy-filter go with --adapt tent|etta")
-    predictor = build_predictor(args)
+    predictor = build_predictor(args, ckpt)
     if args.adapt:
         build_adapter(args, predictor)
     cases = resolve_inputs(args.input, predictor.spec)
-    out = Path(args.output)
-    single_file = out.name.endswith((".nii", ".nii.gz", ".dcm"))
-    if single_file and len(cases) != 1:
-        raise ValueError(f"{args.input} holds {len(cases)} cases: give an output folder, not a file")
-    if single_file:
-        case, paths = cases[0]
-        written = [predictor.predict_file(paths if len(paths) > 1 else paths[0], out, args.format, args.series_uid)]
+    outputs = plan_outputs(args, cases, args.format)
+    if output_is_file(args.output):
+        _, paths = cases[0]
+        written = [
+            predictor.predict_file(paths if len(paths) > 1 else paths[0], outputs[0], args.format, args.series_uid)
+        ]
     else:
         info = init_distributed("cpu" if predictor.device.type == "cpu" else "auto")
-        written = predictor.predict_cases(cases, out, args.format, info.rank, info.world_size)
+        written = predictor.predict_cases(cases, args.output, args.format, info.rank, info.world_size)
     for path in written:
         print(path)
     return 0

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 
+from ..amp import AMP_CHOICES
 from .train import parse_model_args
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hold out this volume for the pretext validation loss",
     )
     p.add_argument("--val-every", type=int)
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--amp", choices=AMP_CHOICES)
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, dest="num_workers")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")

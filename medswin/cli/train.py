@@ -8,6 +8,9 @@ import logging
 
 import yaml
 
+from ..amp import AMP_CHOICES
+from ..data.spec import LAYOUTS
+
 log = logging.getLogger(__name__)
 
 
@@ -17,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML with any TrainConfig keys; flags below override it")
     p.add_argument("--dataset", help="dataset name in the registry (datasets.yaml / --datasets)")
     p.add_argument("--data", help="dataset folder")
+    p.add_argument("--layout", choices=LAYOUTS, help="the folder's layout (default: the entry's, else detected)")
     p.add_argument("--model", help="registered model name (see medswin models list)")
     p.add_argument("--out", help="run folder (checkpoints, metrics.csv, curves.png, tensorboard/)")
     p.add_argument("--datasets", action="append", default=None, metavar="YAML", help="extra dataset entries")
@@ -35,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, help="random patches per volume")
     p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"))
     p.add_argument("--lr", type=float)
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--amp", choices=AMP_CHOICES)
     p.add_argument("--val-every", type=int)
     p.add_argument("--fold", type=int)
     p.add_argument("--folds", type=int, dest="n_folds")
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "dataset": args.dataset,
         "data": args.data,
+        "layout": args.layout,
         "model": args.model,
         "out": args.out,
         "datasets_files": args.datasets,
@@ -85,8 +90,20 @@ def run(args: argparse.Namespace) -> int:
         "encoder_weights": args.encoder_weights,
     }
     config = TrainConfig.from_yaml(args.config, overrides)
+    if not config.dataset:
+        raise ValueError("no dataset: pass --dataset NAME (or set 'dataset' in --config); see medswin data datasets")
     if not config.data:
         raise ValueError("no dataset folder: pass --data DIR (or set 'data' in --config)")
-    summary = Trainer(config).fit(resume=args.resume)
-    print(json.dumps(summary, indent=2))
+    check_run_folder(config.out, config.data)
+    trainer = Trainer(config, resume=args.resume)
+    summary = trainer.fit()
+    if trainer.dist.is_main:
+        print(json.dumps(summary, indent=2))
     return 0
+
+
+def check_run_folder(out: str, data: str) -> None:
+    """A run folder must not be the data folder or lie inside it (checkpoints and logs mixed with the cases)."""
+    from ..data.outputs import check_outputs
+
+    check_outputs([out], [], [data])

@@ -1,0 +1,139 @@
+"""TorchScript export of a bundle's trained checkpoint (``monai.bundle.ckpt_export`` by tracing), checked.
+
+    from medswin.bundle import export_bundle
+    export_bundle("swin_unetr_mni_tissue")             # models/model.pt -> models/model.ts
+
+``network_export`` in every ``inference.json`` is :func:`for_export` of ``network_def``: the same
+weights, with medswin's fused CPU kernels run as plain ops while traced
+(:func:`medswin.layers.plain_ops`), so TorchScript can serialise it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.atomic import atomic_write
+from ..data.outputs import check_outputs
+from ..layers import plain_ops
+from .runner import config_files, config_parser, resolve_bundle
+
+log = logging.getLogger(__name__)
+
+
+def trace_input_shape(
+    bundle: str | os.PathLike, overrides: Mapping[str, Any] | None = None, bundles_dir: str | os.PathLike | None = None
+) -> list[int]:
+    """``[1, C, *roi]`` for tracing: channels from the metadata, spatial size from the inference
+    config's ``roi_size`` (``view_size`` for biplanar bundles), the size the inferer feeds the network."""
+    bundle_dir = resolve_bundle(bundle, bundles_dir)
+    parser = config_parser(config_files(bundle_dir, "inference"), bundle_dir, overrides)
+    channels = int(parser.get_parsed_content("_meta_#network_data_format#inputs#image#num_channels"))
+    key = "roi_size" if "roi_size" in parser else "view_size"
+    return [1, channels, *(int(s) for s in parser.get_parsed_content(key))]
+
+
+def export_bundle(
+    bundle: str | os.PathLike,
+    ckpt_file: str | os.PathLike | None = None,
+    out_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    bundles_dir: str | os.PathLike | None = None,
+    atol: float = 1e-4,
+) -> Path:
+    """Export the checkpoint (default: the config's ``ckpt_path``, ``models/model.pt``) to TorchScript
+    (default: ``models/model.ts`` next to it) with ``monai.bundle.ckpt_export``.
+
+    The config's ``network_export`` (:func:`for_export` of ``network_def``) is traced
+    (``use_trace=True``) at the inference roi: ``torch.jit.script`` rejects the models' Python
+    control flow (a ``ModuleList`` iterated with a run-time list, autocast checks) and
+    ``torch.export`` stops at data-dependent sizes in the window gathers.  The traced module is
+    specialised to that input size, which is what sliding-window inference feeds it.  The export is written atomically,
+    reloaded with ``torch.jit.load`` and compared with the eager ``network_def`` (fused kernels) on
+    a random input (``atol``); a mismatch is an error.
+    """
+    from monai.bundle import ckpt_export
+
+    bundle_dir = resolve_bundle(bundle, bundles_dir)
+    values = {"bundle_root": str(bundle_dir), **dict(overrides or {})}
+    default = Path(
+        str(config_parser(config_files(bundle_dir, "inference"), bundle_dir, values).get_parsed_content("ckpt_path"))
+    )
+    ckpt = Path(ckpt_file or default)
+    if not ckpt.is_file():
+        raise ValueError(f"bundle {bundle_dir.name}: no checkpoint at {ckpt}; train first or pass the checkpoint file")
+    out = Path(out_file or default.with_suffix(".ts"))
+    check_outputs([out], [ckpt])
+    shape = trace_input_shape(bundle_dir, values)
+    diffs: list[float] = []
+
+    def export_and_check(tmp: str) -> None:
+        ckpt_export(
+            net_id="network_export",
+            filepath=tmp,
+            ckpt_file=str(ckpt),
+            meta_file=str(bundle_dir / "configs" / "metadata.json"),
+            config_file=config_files(bundle_dir, "inference"),
+            use_trace=True,
+            input_shape=shape,
+            converter_kwargs={"check_trace": False},
+            **values,
+        )  # compared with the eager model before the rename
+        diffs.append(compare_export(bundle_dir, tmp, ckpt, shape, values))
+        if diffs[-1] > atol:
+            raise ValueError(
+                f"bundle {bundle_dir.name}: the traced model differs from the eager one by {diffs[-1]:.2e} (> {atol})"
+            )
+
+    atomic_write(out, export_and_check, suffix=".ts")
+    log.info(
+        "bundle %s: exported %s -> %s (traced at %s, max |traced - eager| %.1e)",
+        bundle_dir.name,
+        ckpt,
+        out,
+        shape,
+        diffs[-1],
+    )
+    return out
+
+
+def compare_export(
+    bundle_dir: Path,
+    ts_file: str | os.PathLike,
+    ckpt_file: str | os.PathLike,
+    shape: Sequence[int],
+    overrides: Mapping[str, Any] | None = None,
+) -> float:
+    """Max absolute difference between the TorchScript file and the eager ``network_def`` with the
+    checkpoint's weights, on one seeded random input of ``shape`` (float32, CPU)."""
+    parser = config_parser(config_files(bundle_dir, "inference"), bundle_dir, overrides)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(str(ckpt_file), map_location="cpu", weights_only=True))
+    traced = torch.jit.load(str(ts_file), map_location="cpu")
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    net.eval()
+    with torch.no_grad():
+        return float((traced(x) - net(x)).abs().max())
+
+
+def for_export(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (same weights and state-dict keys) whose forward runs under :func:`plain_ops`,
+    so that ``ckpt_export --use_trace True`` of it writes a TorchScript file ``torch.jit.load`` reads."""
+    out = copy.deepcopy(model)
+    forward = out.forward
+
+    @functools.wraps(forward)
+    def traced_forward(*args: Any, **kwargs: Any) -> Any:
+        with plain_ops():
+            return forward(*args, **kwargs)
+
+    out.forward = traced_forward  # type: ignore[method-assign]
+    return out
