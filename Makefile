@@ -6,12 +6,20 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= test,demo,dicom,bundle
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medswin-installed
+# what was installed: rewritten only when TORCH_SPEC or EXTRAS change, so that the stamp (and the
+# install) is redone for `make test TORCH_SPEC=...` on an existing .venv
+SPEC := $(VENV)/.medswin-install-spec
+INSTALL_SPEC := $(TORCH_SPEC) [$(EXTRAS)]
 
-.PHONY: install demo test notebooks bench bench-full bench-demo clean
+.PHONY: install demo test notebooks bench bench-full bench-demo clean FORCE
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(SPEC): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(INSTALL_SPEC)' | cmp -s - $@ || echo '$(INSTALL_SPEC)' > $@
+
+$(STAMP): pyproject.toml $(SPEC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first: the CPU wheel (or TORCH_SPEC); installing the project alone would pull a CUDA build
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)

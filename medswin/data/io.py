@@ -145,6 +145,10 @@ class SimpleITKReader(ImageReader):
     read as a DICOM series after :func:`~medswin.data.dicom.inspect_dicom_series` (``series_uid`` picks one of several).
     A list of files is stacked as channels.  Files are sniffed and their headers checked before any
     voxel is read; every failure raises :class:`DataError`.
+
+    Caveat: MONAI's ``LoadImage`` catches a reader's error and tries its other registered readers, so
+    a file this reader rejects may still be read (unchecked) by another one.  medswin's own pipelines
+    use :class:`medswin.data.loading.LoadVolumed` instead, which has no fallback.
     """
 
     def __init__(self, series_uid: str | None = None) -> None:
