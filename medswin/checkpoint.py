@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,12 @@ def read_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))  # torch's first line names no object
+        detail = f"it needs {found.group(1)}" if found else f"torch weights_only: {first[:160]}"
         raise DataError(
             path,
-            f"refused: the {what} holds Python objects beyond tensors and plain types, which could run code when "
-            f"loaded (torch weights_only: {first[:160]})",
+            f"refused: the {what} holds Python objects beyond tensors and plain types ({detail}), which could run "
+            "code when loaded; re-save it with tensors and plain types only",
         ) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         text = " ".join(str(exc).split())
@@ -60,6 +63,8 @@ def read_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         raise DataError(path, f"cannot read the {what} ({type(exc).__name__}: {text[:160]})") from None
     except MemoryError:
         raise DataError(path, f"not enough memory to read the {what}") from None
+    except Exception as exc:  # torch's unpickler on arbitrary bytes raises anything (KeyError(101) for text)
+        raise DataError(path, f"not a PyTorch {what} file ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -217,3 +217,34 @@ def test_specs_for_training_are_self_contained(tmp_path, synth_dataset):
     assert again.normalization == spec.normalization and again.roi_size == spec.roi_size
     brats = load_dataset_specs()["brats2023"]
     assert DatasetSpec.from_dict(brats.to_dict()).regions == brats.regions
+
+
+@pytest.mark.slow
+def test_validation_uses_the_engine_and_equals_the_monai_reference(tmp_path, synth_dataset):
+    from monai.metrics import DiceMetric
+
+    from medswin.inference import predict_logits
+
+    data, spec_file = synth_dataset
+    trainer = Trainer(_config(tmp_path, data, spec_file, roi_size=[64, 64, 32]))
+    dice = trainer.validate()
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
+    for case in trainer.val_cases:  # the plain MONAI path on the same preprocessed volumes
+        item = trainer.val_pipeline(case)
+        logits = predict_logits(trainer.model, item["image"][None], trainer.roi, amp="fp32")
+        one_hot = torch.nn.functional.one_hot
+        metric(one_hot(logits.argmax(1), 3).movedim(-1, 1), one_hot(item["label"][None, 0].long(), 3).movedim(-1, 1))
+    expected = metric.aggregate().tolist()
+    assert [dice["dice_organ"], dice["dice_lesion"]] == pytest.approx(expected, abs=1e-6)
+
+
+def test_skipped_validation_says_why(tmp_path, synth_dataset, caplog):
+    data, spec_file = synth_dataset  # three cases: no 5-fold split
+    trainer = Trainer(_config(tmp_path, data, spec_file, n_folds=5, val_every=1, epochs=1, iterations_per_epoch=1))
+    assert trainer.val_cases == []
+    with caplog.at_level("WARNING", logger="medswin.training.trainer"):
+        trainer.fit()
+    assert (
+        "validation skipped: 3 training case(s) and no validation section: a 5-fold split needs at least 5"
+        in caplog.text
+    )

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.loading import root_data_error
+from ..data.errors import root_data_error
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..data.errors import DataError
+from ..data.errors import DataError, root_data_error
 from . import adapt, bundle, data, demo, evaluate, models, predict, pretrain, train
 
 SUBCOMMANDS = (models, data, pretrain, train, predict, adapt, evaluate, demo, bundle)
@@ -58,15 +58,8 @@ def _message(exc: BaseException) -> str:
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
-    """The user-fixable error behind ``exc`` (MONAI and torch wrap them in RuntimeError chains), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, DataError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return exc if isinstance(exc, USER_ERRORS) else None
+    """The user-fixable error behind ``exc`` (MONAI and torch wrap data errors in RuntimeError chains), if any."""
+    return root_data_error(exc) or (exc if isinstance(exc, USER_ERRORS) else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

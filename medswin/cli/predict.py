@@ -124,7 +124,7 @@ def build_predictor(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> An
     if ckpt is not None:
         if args.weights:
             raise ValueError("--weights goes with a model name; a checkpoint carries its own weights")
-        return Predictor.from_checkpoint(ckpt, **{k: v for k, v in options.items() if v is not None})
+        return Predictor.from_checkpoint(ckpt, args.model, **{k: v for k, v in options.items() if v is not None})
     from ..data.spec import get_dataset_spec
     from ..models import create_model, get_entry, load_weights
 
@@ -159,7 +159,7 @@ def run_biplanar(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> int:
     out = Path(args.output)
     if not out.name.endswith((".nii", ".nii.gz")):
         out = out / f"{Path(args.input).name.split('_coronal')[0].split('.')[0]}_labels.nii.gz"
-    predictor = BiplanarPredictor.from_checkpoint(ckpt, amp=args.amp, device=args.device)
+    predictor = BiplanarPredictor.from_checkpoint(ckpt, args.model, amp=args.amp, device=args.device)
     print(predictor.predict_file(args.input, args.input2, out, spacing=args.spacing))
     return 0
 

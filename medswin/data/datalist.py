@@ -99,11 +99,18 @@ def layout_problem(root: Path, layout: str, spec: DatasetSpec | None = None) -> 
     raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: str | Path, what: str = "JSON") -> Any:
+    """The content of a JSON file; an unreadable, binary or malformed file is one :class:`DataError` naming it."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(path, f"cannot read the {what}: not UTF-8 text (a binary file?)") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"cannot read JSON ({exc})") from None
+        raise DataError(path, f"cannot read the {what} ({' '.join(str(exc).split())[:160]})") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(path, "expected a JSON object")
     return data

@@ -303,4 +303,7 @@ def check_pydicom_decoders(folder: Path, series: DicomSeries) -> None:
 def is_series_folder(path: Path) -> bool:
     """True for a folder not named like a volume file (``scan.nii.gz/`` is a mistake, reported by
     :func:`medswin.data.sniff.sniff`)."""
-    return path.is_dir() and not path.name.lower().endswith(VOLUME_ENDINGS)
+    try:
+        return path.is_dir() and not path.name.lower().endswith(VOLUME_ENDINGS)
+    except OSError:  # a name the file system cannot hold: sniff() says what is wrong
+        return False

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from .atomic import atomic_write, write_text_atomic
 from .errors import DataError
 from .formats import NIFTI_ENDINGS
+from .headers import short_error
 from .io import Volume, load_volume, write_nifti
 from .sniff import sniff_view
 
@@ -299,7 +300,7 @@ def load_view(path: str | Path) -> np.ndarray:
                 pic = pic.mean(-1)
             arr = radiograph_to_view(pic)
     except Exception as exc:
-        raise DataError(path, f"cannot read the X-ray view ({type(exc).__name__}: {exc})") from None
+        raise DataError(path, f"cannot read the X-ray view ({short_error(exc)})") from None
     if arr.ndim != 2:
         raise DataError(path, f"an X-ray view is a 2D image, got shape {arr.shape}")
     if not np.isfinite(arr).all():

@@ -12,3 +12,16 @@ class DataError(Exception):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+def root_data_error(exc: BaseException) -> DataError | None:
+    """The :class:`DataError` behind ``exc`` when there is one (MONAI wraps transform errors in
+    ``RuntimeError`` chains, torch its workers' errors), else ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DataError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -53,7 +53,9 @@ def max_voxels() -> int:
     return limit
 
 
-_ITK_PREFIX = re.compile(r"Exception thrown in SimpleITK \S+: \S+:\d+:\s*(itk::)?ERROR: \w+\(0x[0-9a-fA-F]+\):\s*")
+_ITK_PREFIX = re.compile(
+    r"Exception thrown in SimpleITK \S+: \S+:\d+:\s*((itk::)?ERROR: \w+\(0x[0-9a-fA-F]+\):\s*)?"
+)  # "Exception thrown in SimpleITK ImageFileReader_Execute: /build/...cxx:935:\nitk::ERROR: ImageIO(0x..): "
 
 
 def short_error(exc: BaseException) -> str:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -47,7 +46,11 @@ def resolve_inputs(path: str | os.PathLike, spec: DatasetSpec | None = None) -> 
     from .io import list_dicom_series
 
     path = Path(path)
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as exc:  # e.g. a file name longer than the file system allows
+        raise DataError(path, f"cannot access ({exc.strerror or exc})") from None
+    if not found:
         raise DataError(path, "input not found")
     if path.is_file() and path.suffix.lower() == ".json":
         return _datalist_inputs(path)
@@ -93,10 +96,9 @@ def _may_hold_dicom(folder: Path) -> bool:
 
 def _datalist_inputs(path: Path) -> list[Case]:
     """Cases of a datalist JSON (see the module docstring); relative paths are relative to the JSON file."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"cannot read the datalist ({' '.join(str(exc).split())[:160]})") from None
+    from .datalist import read_json
+
+    data = read_json(path, "datalist")
     if isinstance(data, dict):
         data = data.get("test") or data.get("training") or data.get("validation") or []
     if not isinstance(data, list):

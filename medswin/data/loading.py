@@ -29,7 +29,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import MetaKeys, SpaceKeys
 
-from .errors import DataError
+from .errors import DataError, root_data_error
 from .io import Volume, check_image, check_label, check_pair, load_channels
 
 
@@ -89,7 +89,7 @@ class LoadVolumed(MapTransform):
         for key in self.key_iterator(d):
             paths = d[key] if isinstance(d[key], (list, tuple)) else [d[key]]
             if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
-                raise DataError(str(paths), f"'{key}' must be a file path or a list of paths, got {d[key]!r}")
+                raise DataError(f"<{key}>", f"must be a file path or a list of paths, got {d[key]!r}")
             volume = load_channels(paths, self.series_uid)
             if key == self.label_key:
                 allowed = self.label_values
@@ -124,19 +124,6 @@ class LoadViewd(MapTransform):
             meta = {"filename_or_obj": str(d[key]), MetaKeys.SPATIAL_SHAPE: np.asarray(view.shape)}
             d[key] = MetaTensor(torch.from_numpy(view)[None], meta=meta)
         return d
-
-
-def root_data_error(exc: BaseException) -> DataError | None:
-    """The :class:`DataError` behind ``exc`` when there is one (MONAI wraps transform errors in
-    ``RuntimeError`` chains), else ``None``."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, DataError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def run_pipeline(pipeline: Any, data: Mapping[Hashable, Any], source: str | os.PathLike) -> dict[Hashable, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..data.atomic import atomic_write
 from ..data.errors import DataError
+from .metrics import METRIC_KEYS
 
 if TYPE_CHECKING:
     from ..data.spec import DatasetSpec
@@ -40,18 +41,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CSV_COLUMNS", "SUMMARY_METRICS", "markdown_table", "summarize", "write_report"]
 
-CSV_COLUMNS = (
-    "case",
-    "class",
-    "dice",
-    "hd95",
-    "nsd",
-    "volume_pred_ml",
-    "volume_gt_ml",
-    "volume_diff_ml",
-    "centroid_error_mm",
-    "identified",
-)
+CSV_COLUMNS = ("case", "class", *METRIC_KEYS)
 SUMMARY_METRICS = ("dice", "hd95", "nsd", "centroid_error_mm", "identified")
 # overlay colours per label (RGB), in the order of the spec's foreground labels
 _PALETTE = (

@@ -52,9 +52,12 @@ class BiplanarPredictor:
         autocast(amp, self.device)  # validates the precision policy on this device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike | dict[str, Any], **options: Any) -> BiplanarPredictor:
-        """A predictor for a Swin-X2S training checkpoint (a path, or one loaded with ``load_checkpoint``)."""
-        source = "<checkpoint>" if isinstance(checkpoint, dict) else checkpoint
+    def from_checkpoint(
+        cls, checkpoint: str | os.PathLike | dict[str, Any], source: str | os.PathLike | None = None, **options: Any
+    ) -> BiplanarPredictor:
+        """A predictor for a Swin-X2S training checkpoint (a path, or one loaded with ``load_checkpoint``;
+        ``source`` names its file in error messages)."""
+        source = source or ("<checkpoint>" if isinstance(checkpoint, dict) else checkpoint)
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         model, spec = model_from_checkpoint(ckpt, source)
         return cls(model, spec, **options)

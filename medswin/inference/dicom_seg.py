@@ -129,10 +129,7 @@ def write_dicom_seg(
     for path, ds in zip(series.files, sources):
         if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
             raise ValueError(f"{path}: multi-frame source images are not supported (one slice per file expected)")
-    rows, columns = int(sources[0].Rows), int(sources[0].Columns)
-    for path, ds in zip(series.files, sources):
-        if (int(ds.Rows), int(ds.Columns)) != (rows, columns):
-            raise ValueError(f"{path}: {ds.Rows}x{ds.Columns} pixels, but the first slice has {rows}x{columns}")
+    rows, columns = int(sources[0].Rows), int(sources[0].Columns)  # every slice's (inspect_dicom_series checks)
     expected = (columns, rows, len(sources))
     if tuple(labels.shape) != expected:
         raise ValueError(

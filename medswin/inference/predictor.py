@@ -170,10 +170,13 @@ class Predictor:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike | dict[str, Any], **options: Any) -> Predictor:
+    def from_checkpoint(
+        cls, checkpoint: str | os.PathLike | dict[str, Any], source: str | os.PathLike | None = None, **options: Any
+    ) -> Predictor:
         """A predictor for a medswin training checkpoint: a path, or a checkpoint already loaded with
-        :func:`medswin.checkpoint.load_checkpoint` (model, weights, spec and roi inside)."""
-        source = "<checkpoint>" if isinstance(checkpoint, dict) else checkpoint
+        :func:`medswin.checkpoint.load_checkpoint` (model, weights, spec and roi inside; ``source`` names
+        its file in error messages)."""
+        source = source or ("<checkpoint>" if isinstance(checkpoint, dict) else checkpoint)
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         model, spec = model_from_checkpoint(ckpt, source)
         if options.get("roi_size") is None:

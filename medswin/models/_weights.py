@@ -18,8 +18,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-class WeightLoadError(RuntimeError):
-    """Raised when a checkpoint does not fit a model (nothing matches, or shapes disagree)."""
+class WeightLoadError(ValueError):
+    """Raised when a weights file cannot be read or does not fit a model (nothing matches, or shapes disagree);
+    the message starts with the file."""
 
 
 @dataclass
@@ -61,12 +62,13 @@ def unwrap_checkpoint(obj: object, source: str) -> dict[str, torch.Tensor]:
 
 def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
     """Read a ``.pt``/``.pth`` checkpoint safely (``weights_only=True``) and unwrap its state dict."""
+    if not os.path.isfile(path):
+        raise WeightLoadError(f"{path}: weights file not found" if not os.path.exists(path) else f"{path}: not a file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as exc:  # corrupt file, pickle with arbitrary objects, ...
-        raise WeightLoadError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise WeightLoadError(f"{path}: cannot read the weights ({type(exc).__name__}: {first})") from None
     return unwrap_checkpoint(obj, str(path))
 
 

@@ -20,7 +20,6 @@ the nonzero voxels per channel), crops to the foreground, pads to the roi and dr
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from ..data.datalist import build_datalist, detect_layout, to_monai
+from ..data.datalist import build_datalist, detect_layout, read_json, to_monai
 from ..data.errors import DataError
 from ..data.formats import DICOM_ENDINGS, VOLUME_ENDINGS, is_volume_file
 from ..data.inputs import case_name
@@ -59,10 +58,11 @@ def _case(name: str, paths: Sequence[str | os.PathLike]) -> dict[str, Any]:
 
 
 def _datalist_cases(path: Path) -> dict[str, list[dict[str, Any]]]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"cannot read the datalist ({exc})") from None
+    data = read_json(path, "datalist")
+    if not isinstance(data, (list, dict)):
+        raise DataError(
+            path, f"a datalist is a list of entries or a dict with a 'training' list, not {type(data).__name__}"
+        )
     sections = (
         {"training": data} if isinstance(data, list) else {k: data.get(k) or [] for k in ("training", "validation")}
     )
