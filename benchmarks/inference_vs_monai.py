@@ -6,7 +6,7 @@ seeded volume, same roi / overlap / Gaussian blending / sw_batch_size, same prec
 
 * ``monai``: MONAI ``SwinUNETR`` through ``sliding_window_inference(mode="gaussian")`` + argmax;
 * ``monai_flash``: the same with ``use_flash_attention=True``;
-* ``medswin``: :class:`medswin.inference.sliding_window.SlidingWindow` ``.labels`` (what
+* ``medswin``: :class:`medswin.inference.SlidingWindow` ``.labels`` over a ``ModelRunner`` (what
   ``Predictor`` and ``predict_labels`` run): MONAI's windows, logits blended straight into the
   accumulator, argmax without softmax, streamed in slabs past the memory budget.
 
@@ -49,7 +49,7 @@ def worker(a: argparse.Namespace) -> dict:
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import SwinUNETR as MonaiSwinUNETR
 
-    from medswin.inference.sliding_window import SlidingWindow
+    from medswin.inference import ModelRunner, SlidingWindow
     from medswin.models import SwinUNETR
 
     _bench.set_threads(a.threads)
@@ -70,14 +70,8 @@ def worker(a: argparse.Namespace) -> dict:
     roi = _bench.parse_shape(a.roi)
     x = torch.randn(1, IN_CHANNELS, *shape, generator=torch.Generator().manual_seed(a.seed)).to(device)
     bf16 = a.precision == "bf16"
-    engine = SlidingWindow(
-        roi,
-        a.overlap,
-        a.sw_batch_size,
-        amp="bf16" if bf16 else "fp32",
-        compile=a.compile,
-        memory_budget_gb=a.memory_budget_gb,
-    )
+    engine = SlidingWindow(roi, a.overlap, a.sw_batch_size, memory_budget_gb=a.memory_budget_gb)
+    runner = ModelRunner(model, amp="bf16" if bf16 else "fp32", compile=a.compile) if a.impl == "medswin" else None
 
     def sync() -> None:
         if device.type == "cuda":
@@ -85,7 +79,7 @@ def worker(a: argparse.Namespace) -> dict:
 
     def run() -> torch.Tensor:
         if a.impl == "medswin":
-            return engine.labels(model, x)
+            return engine.labels(runner, x)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = sliding_window_inference(x, roi, a.sw_batch_size, model, overlap=a.overlap, mode="gaussian")
             return logits.argmax(1)
