@@ -273,6 +273,7 @@ def base_transforms(spec: DatasetSpec, keys: list[str]) -> list[dict[str, Any]]:
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     steps += [
         _t("Orientationd", keys=keys, axcodes="RAS", labels=None),
+        _t("medswin.data.transforms.CheckResampledSized", keys="image", pixdim=list(spec.target_spacing)),
         _t("Spacingd", keys=keys, pixdim=list(spec.target_spacing), mode=modes if len(keys) > 1 else modes[0]),
         intensity(spec),
     ]

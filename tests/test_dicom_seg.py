@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ hd = pytest.importorskip("highdicom")
 
 import pydicom.data  # noqa: E402
 
+from medswin.data.errors import DataError  # noqa: E402
 from medswin.data.io import inspect_dicom_series, load_volume  # noqa: E402
 from medswin.inference.dicom_seg import SEGMENT_CATEGORY, SEGMENT_TYPE, write_dicom_seg  # noqa: E402
 
@@ -185,12 +187,12 @@ def test_overwrites_only_the_target(tmp_path, volume):
 def test_failed_write_leaves_no_temp_and_keeps_old_file(tmp_path, volume, monkeypatch):
     def broken_save(self, *args, **kwargs):
         Path(args[0]).write_bytes(b"partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(hd.seg.Segmentation, "save_as", broken_save)
     out = tmp_path / "seg.dcm"
     out.write_bytes(b"old")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match=r"seg.dcm: cannot write it \(no space left on the device"):
         write_dicom_seg(_labels(volume.spatial_shape), CT5N, out, NAMES)
     assert out.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["seg.dcm"]

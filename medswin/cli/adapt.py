@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     records, written = [], []
     bar = tqdm(zip(cases, outputs), total=len(cases), desc=f"{args.adapt} + predict", disable=len(cases) < 2)
     for (case, paths), target in bar:
+        if args.skip_existing and target.is_file():
+            log.info("%s exists: skipped", target)
+            written.append(target)
+            records.append({"case": case, "output": str(target), "skipped": True})
+            continue
         written.append(predictor.predict_file(paths if len(paths) > 1 else paths[0], target))
         records.append({"case": case, "output": str(written[-1]), **adapter.last_report.as_dict()})
         log.info("%s -> %s", case, written[-1])

@@ -59,6 +59,11 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         ALLOW_FLAG, action="store_true", help="allow writing into the input folder of cases (never over an input)"
     )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave cases whose output exists (complete: outputs are written atomically); finishes a killed run",
+    )
 
 
 def add_adaptation_arguments(p: argparse.ArgumentParser) -> None:
@@ -203,12 +208,17 @@ def run(args: argparse.Namespace) -> int:
     outputs = plan_outputs(args, cases, args.format)
     if output_is_file(args.output):
         _, paths = cases[0]
-        written = [
-            predictor.predict_file(paths if len(paths) > 1 else paths[0], outputs[0], args.format, args.series_uid)
-        ]
+        if args.skip_existing and outputs[0].is_file():
+            log.info("%s exists: skipped", outputs[0])
+            written = [outputs[0]]
+        else:
+            source = paths if len(paths) > 1 else paths[0]
+            written = [predictor.predict_file(source, outputs[0], args.format, args.series_uid)]
     else:
         info = init_distributed("cpu" if predictor.device.type == "cpu" else "auto")
-        written = predictor.predict_cases(cases, args.output, args.format, info.rank, info.world_size)
+        written = predictor.predict_cases(
+            cases, args.output, args.format, info.rank, info.world_size, skip_existing=args.skip_existing
+        )
     for path in written:
         print(path)
     return 0

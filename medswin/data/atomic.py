@@ -12,10 +12,13 @@ half-overwritten file of the user's.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import DataError
 
 TEMP_PREFIX = ".tmp-"
 
@@ -36,24 +39,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix
         suffix: ending of the temporary file (default: ``path``'s, ``.nii.gz`` included), for writers
             that choose the format from the file name.
 
-    Returns the final path.  On any error the temporary file is removed and the error re-raised;
-    an existing ``path`` is then left untouched.
+    Returns the final path.  On any error the temporary file is removed and the error re-raised (an
+    ``OSError`` of the file system -- disk full, read-only or forbidden folder -- as one :class:`DataError`
+    naming ``path``); an existing ``path`` is then left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise DataError(path, f"cannot write it ({_reason(exc)})") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _reason(exc: OSError) -> str:
+    """Why a write failed, in words a user acts on."""
+    hints = {
+        errno.ENOSPC: "no space left on the device: free space or write elsewhere",
+        errno.EDQUOT: "disk quota exceeded: free space or write elsewhere",
+        errno.EROFS: "read-only file system: write elsewhere",
+        errno.EACCES: "permission denied: write into a folder you may write to",
+        errno.EPERM: "operation not permitted: write into a folder you may write to",
+    }
+    return hints.get(exc.errno, exc.strerror or str(exc))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from .errors import DataError
+
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("decathlon", "nnunet", "brats", "btcv", "flat", "biplanar")
@@ -51,8 +53,9 @@ TRAINING_KEYS = ("target_spacing", "normalization", "roi_size")  # defaults here
 DEFAULT_NORMALIZATION = {"type": "zscore", "nonzero": False, "channel_wise": True}
 
 
-class DatasetSpecError(ValueError):
-    """A ``datasets.yaml`` entry is missing a key or has an invalid value (message names both)."""
+class DatasetSpecError(DataError, ValueError):
+    """A ``datasets.yaml`` file or entry is unreadable, lacks a key or has an invalid value (the message names the
+    file, the entry and the key); a :class:`DataError` like every other bad input."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class DatasetSpec:
 
 
 def _fail(origin: str, name: str, key: str, problem: str) -> DatasetSpecError:
-    return DatasetSpecError(f"{origin}: entry {name!r}: key {key!r}: {problem}")
+    return DatasetSpecError(origin, f"entry {name!r}: key {key!r}: {problem}")
 
 
 def _triple(origin: str, name: str, key: str, value: Any, kind: type) -> tuple:
@@ -161,7 +164,7 @@ def _triple(origin: str, name: str, key: str, value: Any, kind: type) -> tuple:
 def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") -> DatasetSpec:
     """Validate one YAML entry and build its :class:`DatasetSpec` (raises :class:`DatasetSpecError`)."""
     if not isinstance(entry, Mapping):
-        raise DatasetSpecError(f"{origin}: entry {name!r} must be a mapping of keys, got {type(entry).__name__}")
+        raise DatasetSpecError(origin, f"entry {name!r} must be a mapping of keys, got {type(entry).__name__}")
     entry = dict(entry)
     for alias, key in ALIASES.items():
         if alias in entry:
@@ -271,11 +274,11 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DatasetSpecError(f"{origin}: not valid YAML ({exc})") from None
+        raise DatasetSpecError(origin, f"not valid YAML ({' '.join(str(exc).split())[:200]})") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise DatasetSpecError(f"{origin}: expected a mapping of dataset names to entries")
+        raise DatasetSpecError(origin, "expected a mapping of dataset names to entries")
     return dict(data)
 
 
@@ -290,8 +293,14 @@ def load_dataset_specs(extra_files: Iterable[str | Path] = ()) -> dict[str, Data
     for path in extra_files:
         path = Path(path)
         if not path.is_file():
-            raise DatasetSpecError(f"{path}: dataset file not found")
-        for name, entry in _read_yaml(path.read_text(), str(path)).items():
+            raise DatasetSpecError(path, "dataset file not found")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise DatasetSpecError(path, "not UTF-8 text (a binary file?)") from None
+        except OSError as exc:
+            raise DatasetSpecError(path, f"cannot read ({exc.strerror or exc})") from None
+        for name, entry in _read_yaml(text, str(path)).items():
             if name in specs:
                 log.info("%s: entry %r overrides the built-in one", path, name)
             specs[name] = parse_spec(str(name), entry, str(path))

@@ -223,6 +223,33 @@ def load_transform(
     )
 
 
+class CheckResampledSized(MapTransform):
+    """Refuse, before ``Spacingd`` runs, a volume whose resampling to ``pixdim`` would exceed the voxel limit or the
+    machine's memory (:func:`medswin.data.headers.check_resampled_size`): a clear error instead of an OOM kill.
+
+    Args:
+        keys: the image keys (channel-first ``MetaTensor`` s with their affine).
+        pixdim: the target spacing in mm.
+    """
+
+    def __init__(self, keys: KeysCollection, pixdim: Sequence[float], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.pixdim = tuple(float(p) for p in pixdim)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Check every key present; the data pass through unchanged."""
+        from .headers import check_resampled_size
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            affine = np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64)
+            spacing = np.linalg.norm(affine[:3, :3], axis=0)
+            source = getattr(image, "meta", {}).get("filename_or_obj", key)
+            check_resampled_size(source, tuple(image.shape[1:]), spacing, self.pixdim, int(image.shape[0]))
+        return d
+
+
 def _base(spec: DatasetSpec, keys: list[str], series_uid: str | None = None, inference: bool = False) -> list:
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     steps: list = [load_transform(spec, keys, series_uid, inference), EnsureChannelFirstd(keys)]
@@ -230,6 +257,7 @@ def _base(spec: DatasetSpec, keys: list[str], series_uid: str | None = None, inf
         steps.append(LabelToRegionsd("label", spec.regions))
     steps.append(Orientationd(keys, axcodes="RAS", labels=None))
     if spec.target_spacing is not None:
+        steps.append(CheckResampledSized("image", spec.target_spacing))
         steps.append(Spacingd(keys, pixdim=spec.target_spacing, mode=modes))
     steps.append(intensity_transform(spec))
     return steps

@@ -288,11 +288,24 @@ class Predictor:
         fmt: str = "nifti",
         rank: int = 0,
         world_size: int = 1,
+        skip_existing: bool = False,
     ) -> list[Path]:
-        """Predict many cases into ``out_dir`` (``{case}`` + the format's ending); rank r takes cases r, r+N, ..."""
+        """Predict many cases into ``out_dir`` (``{case}`` + the format's ending); rank r takes cases r, r+N, ...
+
+        ``skip_existing``: leave the cases whose output file exists (outputs are written atomically, so an
+        existing one is complete): a cohort run killed part-way finishes only what is missing.
+        Returns the files written (and, with ``skip_existing``, those found)."""
         mine = list(cases)[rank::world_size]
         check_outputs([output_path(out_dir, case, fmt) for case, _ in mine], [p for _, ps in mine for p in ps])
         written = []
+        if skip_existing:
+            done = [
+                (case, output_path(out_dir, case, fmt)) for case, _ in mine if output_path(out_dir, case, fmt).is_file()
+            ]
+            if done:
+                log.info("%d of %d case(s) already predicted in %s: skipped", len(done), len(mine), out_dir)
+            written += [path for _, path in done]
+            mine = [(case, paths) for case, paths in mine if case not in {c for c, _ in done}]
         for case, paths in tqdm(mine, desc="predicting", disable=rank != 0 or len(mine) < 2):
             written.append(
                 self.predict_file(paths if len(paths) > 1 else paths[0], output_path(out_dir, case, fmt), fmt)

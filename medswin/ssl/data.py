@@ -46,7 +46,7 @@ from ..data.inputs import case_name
 from ..data.io import list_dicom_series
 from ..data.loading import LoadVolumed
 from ..data.spec import DatasetSpec
-from ..data.transforms import intensity_transform
+from ..data.transforms import CheckResampledSized, intensity_transform
 
 CT_WINDOW = {"a_min": -1000.0, "a_max": 1000.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
 
@@ -171,7 +171,8 @@ def pretrain_transforms(
     ]
     target = spacing if spacing is not None else (spec.target_spacing if spec is not None else None)
     if target is not None:
-        steps.append(Spacingd(keys, pixdim=tuple(float(s) for s in target), mode="bilinear"))
+        pixdim = tuple(float(s) for s in target)
+        steps += [CheckResampledSized(keys, pixdim), Spacingd(keys, pixdim=pixdim, mode="bilinear")]
     if spec is not None:
         steps.append(intensity_transform(spec, keys))
     elif ct:

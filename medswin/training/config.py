@@ -8,6 +8,8 @@ Unknown keys are errors (typos would otherwise be silently ignored).
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,42 @@ import yaml
 
 class ConfigError(ValueError):
     """A training configuration key is unknown or has an invalid value."""
+
+
+def _accepts(kind: Any, value: Any) -> bool:
+    """Whether ``value`` fits the (resolved) annotation ``kind`` (int, float, bool, str, list[X], dict[K, V],
+    unions with None); YAML gives ints where floats are meant, which fit."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_accepts(args[0], v) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_accepts(args[0], k) and _accepts(args[1], v) for k, v in value.items())
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _type_name(kind: Any) -> str:
+    return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "").replace("NoneType", "null")
+
+
+def check_types(config: Any) -> None:
+    """Raise :class:`ConfigError` naming the first key of a config dataclass whose value has the wrong type."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not _accepts(hints[f.name], value):
+            raise ConfigError(f"config key {f.name!r} must be {_type_name(hints[f.name])}, got {value!r}")
 
 
 @dataclass
@@ -67,9 +105,21 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> TrainConfig:
-        """Raise :class:`ConfigError` for values that cannot work; returns self."""
+        """Raise :class:`ConfigError` for values of the wrong type or that cannot work; returns self."""
         from ..data.spec import LAYOUTS
 
+        check_types(self)
+        at_least = {"warmup_epochs": 0, "val_every": 0, "sw_batch_size": 1, "num_workers": 0, "n_folds": 1}
+        at_least["calibration_steps"] = 1
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise ConfigError(f"config key {key!r} must be >= {low}, got {getattr(self, key)!r}")
+        if not 0 <= self.fold < self.n_folds:
+            raise ConfigError(f"config key 'fold' must be in [0, n_folds={self.n_folds}), got {self.fold}")
+        if self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
+            raise ConfigError("config keys 'weight_decay' must be >= 0 and 'grad_clip' > 0 (or null)")
+        if self.roi_size is not None and any(r < 1 for r in self.roi_size):
+            raise ConfigError(f"config key 'roi_size' needs positive sizes, got {self.roi_size}")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ConfigError(f"config key 'layout' must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "num_samples": self.num_samples}
@@ -106,13 +156,18 @@ class TrainConfig:
         if path is not None:
             try:
                 loaded = yaml.safe_load(Path(path).read_text()) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"{path}: cannot read the config ({exc})") from None
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: cannot read the config ({' '.join(str(exc).split())[:200]})") from None
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: the config must be a mapping of keys to values")
             values.update(loaded)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except ConfigError as exc:
+            if path is None:
+                raise
+            raise ConfigError(f"{path}: {exc} (from the file or the command line)") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-types dict (stored in checkpoints and ``config.yaml``)."""
