@@ -32,7 +32,7 @@ CHECKPOINT_KEYS = ("model", "model_name")
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (temp file + rename): never a half-written checkpoint."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp), suffix=".pt")
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:

@@ -93,7 +93,7 @@ def export_bundle(
                 f"bundle {bundle_dir.name}: the traced model differs from the eager one by {diffs[-1]:.2e} (> {atol})"
             )
 
-    atomic_write(out, export_and_check, suffix=".ts")
+    atomic_write(out, export_and_check)
     log.info(
         "bundle %s: exported %s -> %s (traced at %s, max |traced - eager| %.1e)",
         bundle_dir.name,

@@ -2,8 +2,9 @@
 
 A writer fills a temporary file next to the target (same folder, so the final rename never crosses
 file systems), which then replaces the target with ``os.replace``; a run killed at any moment
-(even SIGKILL) leaves at most a hidden ``.tmp-*`` file, never a truncated output and never a
-half-overwritten file of the user's.
+(even SIGKILL) leaves at most a hidden ``.tmp-<pid>-...-<name>`` file, never a truncated output and
+never a half-overwritten file of the user's.  The next write of the same target removes the
+temporary files that dead processes left for it (those of live processes are theirs).
 
     atomic_write("out/summary.json", lambda tmp: Path(tmp).write_text(text))
     write_text_atomic("out/config.yaml", text)
@@ -30,26 +31,24 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix: str | None = None) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it to ``path``.
 
     Args:
         path: the final file; its folder is created when missing.
         write: fills the temporary file given its path (e.g. ``lambda tmp: torch.save(obj, tmp)``).
-        suffix: ending of the temporary file (default: ``path``'s, ``.nii.gz`` included), for writers
-            that choose the format from the file name.
 
     Returns the final path.  On any error the temporary file is removed and the error re-raised (an
     ``OSError`` of the file system -- disk full, read-only or forbidden folder -- as one :class:`DataError`
     naming ``path``); an existing ``path`` is then left untouched.
     """
     path = Path(path)
-    if suffix is None:
-        suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    suffix = f"-{path.name}"  # the temporary file ends like the target: writers that go by the ending work
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=suffix, dir=path.parent)
         os.close(fd)
         write(tmp)
         os.chmod(tmp, default_file_mode())
@@ -61,6 +60,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix
         _remove(tmp)
         raise
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writers left for ``path`` (their process is gone); returns them."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f"{TEMP_PREFIX}*-{path.name}"):
+        pid = tmp.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _remove(tmp: str | None) -> None:

@@ -194,4 +194,4 @@ def write_dicom_seg(
             f"{out_path}: writing the DICOM-SEG into the source series folder makes it a two-series folder",
             stacklevel=2,
         )
-    return atomic_write(out_path, seg.save_as, suffix=".dcm")
+    return atomic_write(out_path, seg.save_as)
