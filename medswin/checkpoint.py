@@ -32,7 +32,12 @@ CHECKPOINT_KEYS = ("model", "model_name")
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (temp file + rename): never a half-written checkpoint."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: torch names the archive inside "archive", not after the temp file
+            torch.save(obj, f)
+
+    return atomic_write(path, write)
 
 
 def read_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -100,19 +105,51 @@ def model_from_checkpoint(
             "a pretraining checkpoint (an encoder, no segmentation head): fine-tune it first with "
             "medswin train --encoder-weights ENCODER.pt",
         )
+    _check_fields(ckpt, source)
     try:
         spec = DatasetSpec.from_dict(ckpt["spec"], origin=str(source))
+    except DataError:
+        raise  # names the checkpoint and the entry's key already
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(source, f"the checkpoint's dataset entry cannot be read ({exc})") from None
+    try:
         model = create_model(
             ckpt["model_name"],
             in_channels=ckpt["in_channels"],
             out_channels=ckpt["out_channels"],
-            **ckpt.get("model_kwargs", {}),
+            **ckpt["model_kwargs"],
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(source, f"the checkpoint's model or dataset cannot be rebuilt ({exc})") from None
+    except Exception as exc:  # unknown name, bad options, sizes the model cannot be built with
+        text = " ".join(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split())
+        raise DataError(source, f"the checkpoint's model cannot be rebuilt ({text[:200]})") from None
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise DataError(source, f"its weights do not fit {ckpt['model_name']}: {' '.join(lines[1:3])[:200]}") from None
     return model.eval(), spec
+
+
+MAX_CHANNELS = 4096  # input or output channels a checkpoint may declare (a corrupt count would allocate terabytes)
+
+
+def _check_fields(ckpt: dict[str, Any], source: str | os.PathLike) -> None:
+    """The types and ranges of the fields a model is rebuilt from, before anything is allocated."""
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise DataError(source, "its 'model' is not a state dict (names -> tensors)")
+    if not isinstance(ckpt.get("model_name"), str):
+        raise DataError(source, f"its 'model_name' is not a model name: {str(ckpt.get('model_name'))[:60]!r}")
+    for key in ("in_channels", "out_channels"):
+        value = ckpt.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CHANNELS:
+            raise DataError(source, f"its {key!r} is not a channel count (1-{MAX_CHANNELS}): {str(value)[:40]}")
+    if not isinstance(ckpt.setdefault("model_kwargs", {}), dict):
+        raise DataError(source, "its 'model_kwargs' is not a mapping of options")
+    roi = ckpt.get("roi_size")
+    if roi is not None and (
+        not isinstance(roi, (list, tuple)) or len(roi) != 3 or not all(isinstance(r, int) and r > 0 for r in roi)
+    ):
+        raise DataError(source, f"its 'roi_size' is not 3 positive sizes: {str(roi)[:60]}")

@@ -193,7 +193,9 @@ def test_decathlon_entry_without_image(tmp_path):
 def test_biplanar_entry_without_its_sagittal_view(tmp_path):
     entry = {"image_coronal": "./c.nii.gz", "label": "./l.nii.gz"}
     (tmp_path / "dataset.json").write_text(json.dumps({"training": [entry]}))
-    _raises(lambda: build_datalist(tmp_path), tmp_path / "dataset.json", "a 'training' entry lacks ['image_sagittal']")
+    _raises(
+        lambda: build_datalist(tmp_path), tmp_path / "dataset.json", "an entry of 'training' has no 'image_sagittal'"
+    )
 
 
 def test_nnunet_image_without_channel_number(tmp_path):
@@ -594,14 +596,14 @@ BASE = {"channel_names": ["CT"], "labels": {"background": 0, "organ": 1}, "file_
 @pytest.mark.parametrize(
     ("entry", "fragment"),
     [
-        ({**BASE, "roi_size": ["a", 64, 32]}, "key 'roi_size': expected 3 numbers (x, y, z), got ['a', 64, 32]"),
+        ({**BASE, "roi_size": ["a", 64, 32]}, "key 'roi_size': expected 3 finite numbers (x, y, z), got ['a', 64, 32]"),
         (["CT"], "entry 'mine' must be a mapping of keys, got list"),
         ({**BASE, "channel_names": ["T1", "T1"]}, "key 'channel_names': duplicate channel names in ['T1', 'T1']"),
         ({**BASE, "labels": ["background", "organ"]}, "key 'labels': expected a mapping name -> integer value"),
         ({**BASE, "regions": {"all": 1}}, "key 'regions': region 'all' must list label values, got 1"),
         (
             {**BASE, "normalization": {"type": "ct", "a_max": 400}},
-            "key 'normalization': CT window needs a number for 'a_min'",
+            "key 'normalization': CT window needs a finite number for 'a_min'",
         ),
         ({**BASE, "task": "classification"}, "key 'task': 'classification' is not one of segmentation, biplanar"),
         (

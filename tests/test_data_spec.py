@@ -39,6 +39,19 @@ def test_user_file_adds_and_overrides(tmp_path):
     specs = load_dataset_specs([path])
     assert specs["my-liver"].origin == str(path) and specs["btcv"].description == "my btcv"
     assert get_dataset_spec("my-liver", [path]).roi_size == (64, 64, 64)
+    assert "&id" in path.read_text()  # safe_dump wrote the shared BASE values as aliases: they load
+
+
+def test_aliases_that_expand_too_far_are_refused(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]  # 10**7 values
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(levels) + "\n")
+    with pytest.raises(DatasetSpecError, match=r"laughs.yaml: its aliases \(&, \*\) expand to more than 1,000,000"):
+        load_dataset_specs([path])
+    (tmp_path / "loop.yaml").write_text("a: &a [1, *a]\n")
+    with pytest.raises(DatasetSpecError, match="expand to more than"):
+        load_dataset_specs([tmp_path / "loop.yaml"])
 
 
 @pytest.mark.parametrize(
@@ -50,7 +63,7 @@ def test_user_file_adds_and_overrides(tmp_path):
         ({"regions": {"TC": [7]}}, "regions", "not foreground label values"),
         ({"layout": "weird"}, "layout", "not one of"),
         ({"file_ending": ".png"}, "file_ending", "not one of"),
-        ({"target_spacing": [1, 1]}, "target_spacing", "3 numbers"),
+        ({"target_spacing": [1, 1]}, "target_spacing", "3 finite numbers"),
         ({"target_spacing": [1, 0, 1]}, "target_spacing", "positive"),
         ({"roi_size": [64, 64, 64.5]}, "roi_size", "whole numbers"),
         ({"normalization": {"type": "ct", "a_min": 300, "a_max": 200}}, "normalization", "below a_max"),

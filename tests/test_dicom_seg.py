@@ -13,7 +13,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")
 
-import pydicom.data  # noqa: E402
+import pydicom.data  # noqa: E402, F811
 
 from medswin.data.errors import DataError  # noqa: E402
 from medswin.data.io import inspect_dicom_series, load_volume  # noqa: E402

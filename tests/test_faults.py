@@ -210,7 +210,7 @@ def test_pretrain_killed_then_resume_repeats_the_uninterrupted_run(tmp_path):
     if len(_losses(killed)) < 3:  # killed before the end: resume from the last checkpoint
         done = subprocess.run([*cmd, "--resume"], env=ENV, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-    assert _losses(killed) == pytest.approx(reference, rel=1e-6, abs=0)
+    assert _losses(killed) == reference  # bit for bit (one thread: see tests/test_training.py)
     assert (killed / "encoder.pt").is_file()
 
 

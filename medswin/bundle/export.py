@@ -14,6 +14,7 @@ import copy
 import functools
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 from ..data.atomic import atomic_write
 from ..data.outputs import check_outputs
 from ..layers import plain_ops
-from .runner import config_files, config_parser, resolve_bundle
+from .runner import check_roi_size, check_weights, config_files, config_parser, quiet_failures, resolve_bundle
 
 log = logging.getLogger(__name__)
 
@@ -64,29 +65,33 @@ def export_bundle(
 
     bundle_dir = resolve_bundle(bundle, bundles_dir)
     values = {"bundle_root": str(bundle_dir), **dict(overrides or {})}
-    default = Path(
-        str(config_parser(config_files(bundle_dir, "inference"), bundle_dir, values).get_parsed_content("ckpt_path"))
-    )
+    parser = config_parser(config_files(bundle_dir, "inference"), bundle_dir, values)
+    default = Path(str(parser.get_parsed_content("ckpt_path")))
     ckpt = Path(ckpt_file or default)
-    if not ckpt.is_file():
+    if not ckpt.exists():
         raise ValueError(f"bundle {bundle_dir.name}: no checkpoint at {ckpt}; train first or pass the checkpoint file")
+    check_weights(bundle_dir, parser, ckpt)  # a readable, weights-only file that fits network_def
+    check_roi_size(parser)
     out = Path(out_file or default.with_suffix(".ts"))
     check_outputs([out], [ckpt])
     shape = trace_input_shape(bundle_dir, values)
     diffs: list[float] = []
 
     def export_and_check(tmp: str) -> None:
-        ckpt_export(
-            net_id="network_export",
-            filepath=tmp,
-            ckpt_file=str(ckpt),
-            meta_file=str(bundle_dir / "configs" / "metadata.json"),
-            config_file=config_files(bundle_dir, "inference"),
-            use_trace=True,
-            input_shape=shape,
-            converter_kwargs={"check_trace": False},
-            **values,
-        )  # compared with the eager model before the rename
+        with quiet_failures(), warnings.catch_warnings():
+            # tracing specialises the module to the roi (documented): its TracerWarnings say so, once per branch
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            ckpt_export(
+                net_id="network_export",
+                filepath=tmp,
+                ckpt_file=str(ckpt),
+                meta_file=str(bundle_dir / "configs" / "metadata.json"),
+                config_file=config_files(bundle_dir, "inference"),
+                use_trace=True,
+                input_shape=shape,
+                converter_kwargs={"check_trace": False},
+                **values,
+            )  # compared with the eager model before the rename
         diffs.append(compare_export(bundle_dir, tmp, ckpt, shape, values))
         if diffs[-1] > atol:
             raise ValueError(

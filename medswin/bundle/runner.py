@@ -16,11 +16,16 @@ import difflib
 import inspect
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..data.errors import root_data_error
+import torch
+
+from ..data.errors import DataError, root_data_error
+from ..models import check_roi
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +116,71 @@ def config_parser(files: Sequence[str], bundle_dir: Path, overrides: Mapping[str
 # ---------------------------------------------------------------------------------------------
 
 
+ENGINE_LOGGERS = (  # log an ERROR (and a traceback) before re-raising what ends a run: medswin says it in one line
+    "monai.handlers.StatsHandler",
+    "ignite.engine.engine.SupervisedTrainer",
+    "ignite.engine.engine.SupervisedEvaluator",
+    "ignite.engine.engine.EnsembleEvaluator",
+)
+
+
+@contextmanager
+def quiet_failures() -> Iterator[None]:
+    """Within the block, MONAI's engines and StatsHandler do not log the error that ends a run (the caller
+    reports it as one line), and MONAI's warning that bundle configs run code is not repeated for medswin's
+    own bundles; everything else they log is kept."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+    loggers = [logging.getLogger(name) for name in ENGINE_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(keep)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"parsing config_file", category=UserWarning)
+            yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(keep)
+
+
+def check_weights(bundle_dir: Path, parser: Any, ckpt: Path) -> None:
+    """Raise :class:`DataError` (naming ``ckpt``) unless it is a weights-only file whose tensors fit the config's
+    ``network_def`` exactly, before MONAI's ``CheckpointLoader`` or ``ckpt_export`` read it unchecked."""
+    from ..checkpoint import read_weights_only
+
+    if ckpt.is_dir():
+        raise DataError(ckpt, "is a folder, not a checkpoint file")
+    state = read_weights_only(ckpt)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a medswin training checkpoint
+        state = state["model"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(ckpt, "not a state dict of tensors (MONAI bundles save the network's state_dict)")
+    network = parser.get_parsed_content("network_def")
+    own = network.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise DataError(
+            ckpt,
+            f"its weights do not fit this bundle's network ({parser.get_parsed_content('model_name')}): "
+            f"{len(missing)} missing, {len(unexpected)} unknown, {len(wrong)} of another shape (e.g. {first}); "
+            "another model or configuration?",
+        )
+
+
+def check_roi_size(parser: Any) -> None:
+    """Raise ``ValueError`` when the config's ``roi_size`` does not fit its network (before any window runs)."""
+    if "roi_size" in parser:
+        check_roi(parser.get_parsed_content("network_def"), [int(s) for s in parser.get_parsed_content("roi_size")])
+
+
 def _check_paths(bundle_dir: Path, config: str, parser: Any) -> None:
-    """Clear errors, before MONAI starts, for a missing dataset folder or missing trained weights."""
+    """Clear errors, before MONAI starts, for a missing dataset folder, missing or unfit trained weights and a roi
+    the network cannot take."""
     name = bundle_dir.name
     if "dataset_dir" in parser:
         data = parser.get_parsed_content("dataset_dir")
@@ -128,6 +196,8 @@ def _check_paths(bundle_dir: Path, config: str, parser: Any) -> None:
                 f"bundle {name}: no trained weights at {ckpt}; train first (medswin bundle run {name} "
                 "--config train) or pass --override ckpt_path=PATH"
             )
+        check_weights(bundle_dir, parser, ckpt)
+    check_roi_size(parser)
 
 
 def run_bundle(
@@ -153,13 +223,14 @@ def run_bundle(
     _check_paths(bundle_dir, config, config_parser(files, bundle_dir, values))
     log.info("bundle %s: running %s (%s)", bundle_dir.name, config, ", ".join(Path(f).name for f in files))
     try:
-        run(
-            run_id=run_id,
-            meta_file=str(bundle_dir / "configs" / "metadata.json"),
-            config_file=files,
-            logging_file=False,
-            **values,
-        )
+        with quiet_failures():
+            run(
+                run_id=run_id,
+                meta_file=str(bundle_dir / "configs" / "metadata.json"),
+                config_file=files,
+                logging_file=False,
+                **values,
+            )
     except Exception as exc:
         cause = root_data_error(exc)
         if cause is not None:

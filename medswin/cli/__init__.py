@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..data.errors import DataError, root_data_error
 from . import adapt, bundle, data, demo, evaluate, models, predict, pretrain, train
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="medswin", description="Shifted-window transformers for 3D medical images.")
+    parser = OneLineErrors(prog="medswin", description="Shifted-window transformers for 3D medical images.")
     parser.add_argument("--version", action="version", version=f"medswin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubParser)
@@ -42,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _SubParser(argparse.ArgumentParser):
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the problem and where ``--help`` is), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message> (<prog> --help lists the options)`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
+class _SubParser(OneLineErrors):
     """Subcommand parsers: they take the common options too (``medswin models list --verbose``)."""
 
     def __init__(self, *args, **kwargs) -> None:

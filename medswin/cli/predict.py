@@ -44,7 +44,7 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="weights for a model name: medswin checkpoint or MONAI SwinUNETR state dict")
     p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"))
     p.add_argument("--overlap", type=float, default=0.5)
-    p.add_argument("--sw-batch-size", default="1", help="windows per forward pass, or 'auto'")
+    p.add_argument("--sw-batch-size", default=1, type=sw_batch_size, help="windows per forward pass, or 'auto'")
     p.add_argument("--mirror", action="store_true", help="average over the 8 mirror images of each window (8x slower)")
     p.add_argument("--largest-component", action="store_true", help="keep the largest component of each class")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
@@ -64,6 +64,19 @@ def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave cases whose output exists (complete: outputs are written atomically); finishes a killed run",
     )
+
+
+def sw_batch_size(value: str) -> int | str:
+    """``--sw-batch-size``: a positive number of windows, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of windows or 'auto', got {value!r}")
+    return number
 
 
 def add_adaptation_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,7 +127,7 @@ def build_predictor(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> An
     """A :class:`Predictor` from a loaded checkpoint, or from a model name + dataset (+ weights)."""
     from ..inference import Predictor
 
-    sw = args.sw_batch_size if args.sw_batch_size == "auto" else int(args.sw_batch_size)
+    sw = args.sw_batch_size
     options = {
         "roi_size": tuple(args.roi) if args.roi else None,
         "overlap": args.overlap,

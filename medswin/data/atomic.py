@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,14 +64,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed writers left for ``path`` (their process is gone); returns them."""
+    """Delete the temporary files (or staging folders) that killed writers left for ``path`` (their process is
+    gone); returns them."""
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f"{TEMP_PREFIX}*-{path.name}"):
         pid = tmp.name[len(TEMP_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             try:
-                tmp.unlink()
+                shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
                 removed.append(tmp)
             except OSError:
                 pass

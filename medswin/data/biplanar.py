@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -26,11 +27,12 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from .atomic import write_text_atomic
+from .atomic import TEMP_PREFIX, remove_stale_temporaries, write_text_atomic
 from .datalist import build_datalist
 from .drr import make_drrs, write_drrs
 from .errors import DataError
-from .io import check_label, load_volume
+from .io import check_image, check_label, check_pair, load_volume
+from .outputs import check_outputs
 from .spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,20 @@ def prepare_biplanar(
     perspective: bool = False,
     name: str | None = None,
 ) -> Path:
-    """Convert the CT dataset at ``source`` into a biplanar dataset at ``out`` (see the module docstring)."""
+    """Convert the CT dataset at ``source`` into a biplanar dataset at ``out`` (see the module docstring).
+
+    Every case is checked (one-channel CT with finite voxels, labels within the spec, label and CT on one
+    grid) and converted into a hidden staging folder next to ``out``; only when all cases are done do the
+    files move into ``out`` (``dataset.json`` last), so a bad case leaves nothing at ``out`` and a killed
+    run is finished by running the same command again.
+    """
     if spec.num_channels != 1:
         raise DataError(source, f"DRRs need single-channel CT; dataset {spec.name!r} has {spec.num_channels} channels")
-    sections = build_datalist(source, spec)
+    if height < 1 or width < 1:
+        raise ValueError(f"the DRR size must be positive pixels (H W), got {height} x {width}")
     out = Path(out)
+    check_outputs([out], [], [source])
+    sections = build_datalist(source, spec)
     meta: dict = {
         "name": name or f"{spec.name}-x2s",
         "source": str(source),
@@ -74,48 +85,70 @@ def prepare_biplanar(
         "width": width,
         "perspective": perspective,
     }
-    for section, items in sections.items():
-        target = "test" if section == "test" else "training"
-        sub = "Ts" if target == "test" else "Tr"
-        for item in tqdm(items, desc=f"DRRs ({section})", leave=False):
-            if item.get("label") is None or not Path(item["label"]).exists():
-                log.warning("%s: no label, skipped", item["case"])
-                continue
-            ct = load_volume(item["image"][0])
-            label = load_volume(item["label"])
-            check_label(label, spec.label_values, spec.name)
-            result = make_drrs(ct, label, height, width, perspective)
-            tmp = out / ".tmp-case"
-            written = write_drrs(result, tmp, stem=f"{item['case']}_")
-            case = item["case"]
-            moves = {
-                "coronal_nii": out / f"images{sub}" / f"{case}_coronal.nii.gz",
-                "sagittal_nii": out / f"images{sub}" / f"{case}_sagittal.nii.gz",
-                "label": out / f"labels{sub}" / f"{case}.nii.gz",
-                "coronal_png": out / "png" / f"{case}_coronal.png",
-                "sagittal_png": out / "png" / f"{case}_sagittal.png",
-                "meta": out / "meta" / f"{case}_drr.json",
-            }
-            for key, dest in moves.items():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                Path(written[key]).replace(dest)
-            shutil.rmtree(tmp, ignore_errors=True)
-            meta.setdefault(target, []).append(
-                {
-                    "case": case,
-                    "image_coronal": f"./images{sub}/{case}_coronal.nii.gz",
-                    "image_sagittal": f"./images{sub}/{case}_sagittal.nii.gz",
-                    "label": f"./labels{sub}/{case}.nii.gz",
-                }
-            )
-    if not meta.get("training"):
-        raise DataError(source, "no labelled cases to convert")
-    meta["numTraining"] = len(meta["training"])
-    write_text_atomic(out / "dataset.json", json.dumps(meta, indent=2))
-    entry = {meta["name"]: biplanar_spec_entry(spec, height, width)}
-    write_text_atomic(out / "datasets.yaml", yaml.safe_dump(entry, sort_keys=False))
+    staging = out.parent / f"{TEMP_PREFIX}{os.getpid()}-{out.name}"
+    remove_stale_temporaries(out)
+    try:
+        for section, items in sections.items():
+            target = "test" if section == "test" else "training"
+            for item in tqdm(items, desc=f"DRRs ({section})", leave=False):
+                if item.get("label") is None or not Path(item["label"]).exists():
+                    log.warning("%s: no label, skipped", item["case"])
+                    continue
+                meta.setdefault(target, []).append(
+                    _convert_case(item, staging, spec, target, height, width, perspective)
+                )
+        if not meta.get("training"):
+            raise DataError(source, "no labelled cases to convert")
+        meta["numTraining"] = len(meta["training"])
+        entry = {meta["name"]: biplanar_spec_entry(spec, height, width)}
+        write_text_atomic(staging / "datasets.yaml", yaml.safe_dump(entry, sort_keys=False))
+        write_text_atomic(staging / "dataset.json", json.dumps(meta, indent=2))
+        _merge(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %d biplanar case(s) to %s", meta["numTraining"], out)
     return out
+
+
+def _convert_case(
+    item: dict, staging: Path, spec: DatasetSpec, target: str, height: int, width: int, perspective: bool
+) -> dict:
+    """One CT case -> its two views, label and geometry under ``staging``; returns its ``dataset.json`` entry."""
+    sub = "Ts" if target == "test" else "Tr"
+    ct = load_volume(item["image"][0])
+    check_image(ct, expected_channels=1, channel_names=("CT",))
+    label = load_volume(item["label"])
+    check_label(label, spec.label_values, spec.name)
+    check_pair(ct, label)
+    case = item["case"]
+    written = write_drrs(make_drrs(ct, label, height, width, perspective), staging / ".case", stem=f"{case}_")
+    moves = {
+        "coronal_nii": f"images{sub}/{case}_coronal.nii.gz",
+        "sagittal_nii": f"images{sub}/{case}_sagittal.nii.gz",
+        "label": f"labels{sub}/{case}.nii.gz",
+        "coronal_png": f"png/{case}_coronal.png",
+        "sagittal_png": f"png/{case}_sagittal.png",
+        "meta": f"meta/{case}_drr.json",
+    }
+    for key, rel in moves.items():
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        Path(written[key]).replace(staging / rel)
+    shutil.rmtree(staging / ".case", ignore_errors=True)
+    return {
+        "case": case,
+        "image_coronal": f"./images{sub}/{case}_coronal.nii.gz",
+        "image_sagittal": f"./images{sub}/{case}_sagittal.nii.gz",
+        "label": f"./labels{sub}/{case}.nii.gz",
+    }
+
+
+def _merge(staging: Path, out: Path) -> None:
+    """Move every file of ``staging`` to the same place under ``out`` (each move atomic), ``dataset.json`` last."""
+    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == "dataset.json")
+    for f in files:
+        dest = out / f.relative_to(staging)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
 
 
 def label_affine_for(view_path: str | Path) -> np.ndarray | None:

@@ -46,7 +46,7 @@ def detect_layout(root: str | Path) -> str:
     if dataset_json.is_file():
         meta = _read_json(dataset_json)
         training = meta.get("training") or []
-        if training and isinstance(training[0], dict) and "image_coronal" in training[0]:
+        if isinstance(training, list) and training and isinstance(training[0], dict) and "image_coronal" in training[0]:
             return "biplanar"
         if "training" in meta:
             return "decathlon"
@@ -75,7 +75,10 @@ def layout_problem(root: Path, layout: str, spec: DatasetSpec | None = None) -> 
     if layout in ("decathlon", "biplanar"):
         if not dataset_json.is_file():
             return "no dataset.json"
-        training = _read_json(dataset_json).get("training")
+        meta = _read_json(dataset_json)
+        training = meta.get("training")
+        if "training" in meta and not isinstance(training, list):  # a broken file, not another layout
+            raise DataError(dataset_json, f"'training' must be a list of entries, got {type(training).__name__}")
         if not isinstance(training, list):
             return "dataset.json has no 'training' list"
         biplanar = bool(training) and isinstance(training[0], dict) and "image_coronal" in training[0]
@@ -117,7 +120,35 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _resolve(root: Path, rel: str) -> Path:
-    return (root / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+    path = Path(rel) if Path(rel).is_absolute() else root / rel
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: the reader names it when the file is read
+        return path.absolute()
+
+
+def _section(meta: dict[str, Any], section: str, source: Path, keys: tuple[str, ...] = ("image",)) -> list[dict]:
+    """The entries of one section of a JSON datalist, checked: a list of ``{key: path, ...}`` (plain path strings
+    stand for ``{"image": path}``); a path is a string or, for ``image``, a list of strings (one per channel)."""
+    entries = meta.get(section) or []
+    if not isinstance(entries, list):
+        raise DataError(source, f"{section!r} must be a list of entries, got {type(entries).__name__}")
+    out = []
+    for entry in entries:
+        if isinstance(entry, str) and keys == ("image",):
+            entry = {"image": entry}
+        if not isinstance(entry, dict):
+            raise DataError(source, f"an entry of {section!r} must be a mapping of paths, got {entry!r}")
+        missing = [k for k in keys if k not in entry]
+        if missing:
+            raise DataError(source, f"an entry of {section!r} has no {' / '.join(repr(k) for k in missing)}: {entry}")
+        for key in (*keys, "label"):
+            value = entry.get(key)
+            paths = value if isinstance(value, list) and key == "image" else [value]
+            if key in entry and value is not None and not (paths and all(isinstance(p, str) and p for p in paths)):
+                raise DataError(source, f"{key!r} of an entry of {section!r} must be a file path, got {value!r}")
+        out.append(entry)
+    return out
 
 
 def _decathlon(root: Path) -> dict[str, list[Item]]:
@@ -125,11 +156,7 @@ def _decathlon(root: Path) -> dict[str, list[Item]]:
     out: dict[str, list[Item]] = {}
     for section in ("training", "validation", "test"):
         items = []
-        for entry in meta.get(section, []):
-            if isinstance(entry, str):  # MSD test lists are plain paths
-                entry = {"image": entry}
-            if "image" not in entry:
-                raise DataError(root / "dataset.json", f"an entry of {section!r} has no 'image': {entry}")
+        for entry in _section(meta, section, root / "dataset.json"):  # MSD test lists are plain paths
             images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
             label = entry.get("label")
             case = _strip_ending(Path(images[0]).name)
@@ -151,14 +178,11 @@ def _biplanar(root: Path) -> dict[str, list[Item]]:
     out: dict[str, list[Item]] = {}
     for section in ("training", "validation", "test"):
         items = []
-        for entry in meta.get(section, []):
-            missing = [k for k in ("image_coronal", "image_sagittal") if k not in entry]
-            if missing:
-                raise DataError(root / "dataset.json", f"a {section!r} entry lacks {missing}: {entry}")
+        for entry in _section(meta, section, root / "dataset.json", ("image_coronal", "image_sagittal")):
             label = entry.get("label")
             items.append(
                 {
-                    "case": entry.get("case") or _strip_ending(Path(entry["label"] or entry["image_coronal"]).name),
+                    "case": str(entry.get("case") or _strip_ending(Path(label or entry["image_coronal"]).name)),
                     "image_coronal": _resolve(root, entry["image_coronal"]),
                     "image_sagittal": _resolve(root, entry["image_sagittal"]),
                     "label": _resolve(root, label) if label else None,
@@ -227,13 +251,15 @@ def _btcv(root: Path) -> dict[str, list[Item]]:
         meta = _read_json(root / "dataset_0.json")
         out = {}
         for section in ("training", "validation", "test"):
-            entries = meta.get(section, [])
+            entries = _section(meta, section, root / "dataset_0.json")
             if entries:
                 out[section] = [
                     {
-                        "case": _strip_ending(Path(e["image"] if isinstance(e, dict) else e).name),
-                        "image": [_resolve(root, e["image"] if isinstance(e, dict) else e)],
-                        "label": _resolve(root, e["label"]) if isinstance(e, dict) and e.get("label") else None,
+                        "case": _strip_ending(Path(e["image"] if isinstance(e["image"], str) else e["image"][0]).name),
+                        "image": [
+                            _resolve(root, p) for p in (e["image"] if isinstance(e["image"], list) else [e["image"]])
+                        ],
+                        "label": _resolve(root, e["label"]) if e.get("label") else None,
                     }
                     for e in entries
                 ]
@@ -285,12 +311,13 @@ def build_datalist(
         problem = layout_problem(root, declared, spec)
         if problem is not None:
             try:
-                seen = f"it looks like the {detect_layout(root)} layout"
+                detected = detect_layout(root)
+                seen = "" if detected == declared else f"; it looks like the {detected} layout"
             except DataError:
-                seen = "no known layout fits it"
+                seen = "; no known layout fits it"
             where = "given" if layout else f"declared by dataset {spec.name!r}"  # type: ignore[union-attr]
             raise DataError(
-                root, f"does not fit the {declared} layout {where} ({problem}); {seen}: fix the layout or the folder"
+                root, f"does not fit the {declared} layout {where} ({problem}){seen}: fix the layout or the folder"
             )
         layout = declared
     readers = {

@@ -69,11 +69,13 @@ def _read_header(path: Path) -> Any:
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, defer_size="64 KB")
+        ds = pydicom.dcmread(path, defer_size="64 KB")
+        ds.get("SeriesInstanceUID")  # decoded lazily: a corrupt element fails here, inside the try
+        return ds
     except InvalidDicomError:
         return None
     except Exception as exc:  # truncated / corrupt files
-        raise DataError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from None
+        raise DataError(path, f"unreadable DICOM file ({short_error(exc)})") from None
 
 
 def _pixel_bytes_expected(ds: Any) -> int:
@@ -106,19 +108,46 @@ def _pixel_spacing(path: Path, ds: Any) -> tuple[float, float]:
     return values  # type: ignore[return-value]
 
 
-def _check_slice(path: Path, ds: Any) -> tuple[np.ndarray, tuple[int, int], tuple[float, float]]:
-    """Per-file checks; returns the slice's orientation, (Rows, Columns) and PixelSpacing."""
-    if "PixelData" not in ds:
+def _numbers(path: Path, ds: Any, keyword: str, count: int) -> np.ndarray:
+    """The ``count`` finite numbers of a multi-valued DICOM element, or a :class:`DataError` saying what it holds."""
+    raw = ds.get(keyword)
+    values = raw if isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) else [raw]
+    try:
+        out = np.asarray([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(path, f"{keyword} {raw!r} is not {count} numbers") from None
+    if out.shape != (count,) or not np.all(np.isfinite(out)):
+        raise DataError(path, f"{keyword} {out.round(4).tolist()} is not {count} finite numbers")
+    return out
+
+
+def _check_slice(path: Path, ds: Any) -> tuple[np.ndarray, tuple[int, int], tuple[float, float], np.ndarray]:
+    """Per-file checks; returns the slice's orientation, (Rows, Columns), PixelSpacing and position.  A header
+    pydicom cannot even decode (a corrupt value representation) is one :class:`DataError` too."""
+    try:
+        return _check_slice_fields(path, ds)
+    except DataError:
+        raise
+    except Exception as exc:  # pydicom decodes elements lazily: a corrupt one raises anything on first access
+        raise DataError(path, f"corrupt DICOM header ({short_error(exc)})") from None
+
+
+def _check_slice_fields(path: Path, ds: Any) -> tuple[np.ndarray, tuple[int, int], tuple[float, float], np.ndarray]:
+    if "PixelData" not in ds or ds["PixelData"].value in (None, b""):
         raise DataError(path, "DICOM file has no pixel data")
     if any(getattr(ds, key, None) in (None, "") for key in ("Rows", "Columns", "BitsAllocated")):
         raise DataError(path, "missing Rows/Columns/BitsAllocated: the pixel data cannot be sized")
+    rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    if rows < 1 or columns < 1 or bits not in (1, 8, 16, 32, 64):
+        raise DataError(path, f"Rows {rows}, Columns {columns}, BitsAllocated {bits}: not an image size")
     expected = _pixel_bytes_expected(ds)
     stored = ds["PixelData"].length if hasattr(ds["PixelData"], "length") else len(ds.PixelData)
     if _transfer_syntax(ds) in _UNCOMPRESSED_SYNTAXES and stored not in (0xFFFFFFFF,) and stored < expected:
         raise DataError(path, f"pixel data truncated ({stored} of {expected} bytes)")
     if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
         raise DataError(path, "missing ImageOrientationPatient/ImagePositionPatient: cannot place the slice")
-    orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    orientation = _numbers(path, ds, "ImageOrientationPatient", 6)
+    position = _numbers(path, ds, "ImagePositionPatient", 3)
     row, col = orientation[:3], orientation[3:]
     if (
         orientation.shape != (6,)
@@ -130,7 +159,17 @@ def _check_slice(path: Path, ds: Any) -> tuple[np.ndarray, tuple[int, int], tupl
         raise DataError(
             path, f"ImageOrientationPatient {orientation.round(4).tolist()} is not two perpendicular unit vectors"
         )
-    return orientation, (int(ds.Rows), int(ds.Columns)), _pixel_spacing(path, ds)
+    return orientation, (rows, columns), _pixel_spacing(path, ds), position
+
+
+def check_dicom_file(path: Path) -> None:
+    """The checks of one slice (header, pixel data size, geometry) for a single ``.dcm`` file, before SimpleITK's
+    DICOM reader sees it: a corrupt header can make that reader allocate gigabytes before it gives up."""
+    ds = _read_header(path)
+    if ds is None:
+        raise DataError(path, "not a DICOM file (no DICOM header pydicom can read)")
+    _check_slice(path, ds)
+    check_size(path, (int(ds.Rows), int(ds.Columns), int(getattr(ds, "NumberOfFrames", 1) or 1)), 1)
 
 
 def _check_same_grid(folder: Path, items: list[tuple[Path, Any]], sizes: list, spacings: list) -> None:
@@ -206,7 +245,7 @@ def inspect_dicom_series(folder: str | os.PathLike, series_uid: str | None = Non
             )
     _check_same_grid(folder, items, [c[1] for c in checked], [c[2] for c in checked])
     normal = np.cross(ref[:3], ref[3:])
-    pos = np.array([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))) for _, ds in items])
+    pos = np.array([float(np.dot(normal, c[3])) for c in checked])
     order = np.argsort(pos, kind="stable")
     pos, files = pos[order], [items[i][0] for i in order]
     spacing = None

@@ -308,6 +308,9 @@ def _inflated_size(path: Path, target: int, chunk: int = 1 << 20) -> int:
 
 def _check_nifti_length(path: Path, header: Any, shape: tuple[int, ...], dtype: np.dtype, facts: FileFacts) -> None:
     """The file (or its inflated stream) is long enough for the voxels the header declares."""
+    raw_offset = float(header["vox_offset"])
+    if not math.isfinite(raw_offset) or raw_offset < 0:
+        raise DataError(path, f"corrupt NIfTI header (vox_offset {raw_offset} is not a byte position)")
     offset = max(int(header.get_data_offset()), len(facts.header))
     needed = math.prod(shape) * dtype.itemsize
     if facts.ending == ".nii":
@@ -388,19 +391,25 @@ def open_nifti(path: Path, facts: FileFacts) -> OpenedNifti:
     Raises:
         DataError: for dimensions, data type, geometry, size or file length the header gets wrong.
     """
-    raw = _raw_nifti_header(facts)
-    checked = _check_nifti_header(path, raw, facts) if raw is not None else None
+    max_voxels()  # a bad MEDSWIN_MAX_VOXELS is the environment's error, not this file's
     try:
-        img = nib.load(str(path))
-    except MemoryError:
-        raise out_of_memory(path, checked[0] if checked else None) from None
-    except Exception as exc:  # truncated gzip, bad header, ...
-        raise DataError(path, f"cannot read NIfTI (corrupt or truncated file? {short_error(exc)})") from None
-    shape, layout = checked if checked else _check_nifti_header(path, img.header, facts)
-    affine = np.asarray(img.affine, dtype=np.float64)
-    _check_matrix(path, affine[:3, :3], affine[:3, 3], "qform/sform")
-    _check_qform_sform(path, img.header, shape)
-    return OpenedNifti(img, layout, _time_axis(raw if raw is not None else img.header, shape))
+        raw = _raw_nifti_header(facts)
+        checked = _check_nifti_header(path, raw, facts) if raw is not None else None
+        try:
+            img = nib.load(str(path))
+        except MemoryError:
+            raise out_of_memory(path, checked[0] if checked else None) from None
+        except Exception as exc:  # truncated gzip, bad header, ...
+            raise DataError(path, f"cannot read NIfTI (corrupt or truncated file? {short_error(exc)})") from None
+        shape, layout = checked if checked else _check_nifti_header(path, img.header, facts)
+        affine = np.asarray(img.affine, dtype=np.float64)
+        _check_matrix(path, affine[:3, :3], affine[:3, 3], "qform/sform")
+        _check_qform_sform(path, img.header, shape)
+        return OpenedNifti(img, layout, _time_axis(raw if raw is not None else img.header, shape))
+    except DataError:
+        raise
+    except Exception as exc:  # a header field nibabel cannot even interpret (an infinite vox_offset or scale)
+        raise DataError(path, f"corrupt NIfTI header ({short_error(exc)})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,6 +446,52 @@ def _header_fields(head: bytes, separator: str) -> tuple[dict[str, str], int | N
         if separator == "=" and key.strip().lower() == "elementdatafile":
             return fields, end
     return fields, None
+
+
+METAIMAGE_TYPES = {
+    f"MET_{t}" for t in ("CHAR", "UCHAR", "SHORT", "USHORT", "INT", "UINT", "LONG", "ULONG", "FLOAT", "DOUBLE")
+} | {"MET_LONG_LONG", "MET_ULONG_LONG"}
+MAX_TEXT_HEADER_DIMS = 16
+
+
+def _ints(value: str) -> list[int] | None:
+    try:
+        return [int(v) for v in value.split()]
+    except ValueError:
+        return None
+
+
+def precheck_text_header(path: Path, facts: FileFacts) -> None:
+    """Check the fields of a MetaImage or NRRD text header that ITK trusts blindly (a negative or huge NDims makes
+    SimpleITK crash the process), before SimpleITK parses it: dimension count, sizes, channels, data type.
+
+    Args:
+        path: the ``.mha`` / ``.mhd`` / ``.nrrd`` / ``.nhdr`` file.
+        facts: what :func:`medswin.data.sniff.sniff` read of it (the first bytes hold the header).
+    """
+    is_nrrd = facts.head.startswith(b"NRRD")
+    fields, _ = _header_fields(facts.head, ":" if is_nrrd else "=")
+    dims_key, sizes_key = ("dimension", "sizes") if is_nrrd else ("ndims", "dimsize")
+    if dims_key in fields:
+        dims = _ints(fields[dims_key])
+        if dims is None or len(dims) != 1 or not 1 <= dims[0] <= MAX_TEXT_HEADER_DIMS:
+            raise DataError(path, f"corrupt header: {dims_key} {fields[dims_key]!r} is not a number of dimensions")
+        if sizes_key in fields:
+            sizes = _ints(fields[sizes_key])
+            if sizes is None or len(sizes) != dims[0] or min(sizes) < 1:
+                raise DataError(
+                    path, f"corrupt header: {sizes_key} {fields[sizes_key]!r} is not {dims[0]} positive sizes"
+                )
+            check_size(path, sizes, 1)
+    if not is_nrrd:
+        channels = fields.get("elementnumberofchannels")
+        if channels is not None and ((_ints(channels) or [0])[0] < 1 or len(_ints(channels) or []) != 1):
+            raise DataError(path, f"corrupt header: ElementNumberOfChannels {channels!r}")
+        kind = fields.get("elementtype")
+        if kind is not None and kind.upper() not in METAIMAGE_TYPES:
+            raise DataError(
+                path, f"unsupported MetaImage ElementType {kind!r} (medswin reads {', '.join(sorted(METAIMAGE_TYPES))})"
+            )
 
 
 def _embedded_data(path: Path, facts: FileFacts) -> tuple[int, str] | None:

@@ -51,6 +51,10 @@ def resolve_inputs(path: str | os.PathLike, spec: DatasetSpec | None = None) -> 
     except OSError as exc:  # e.g. a file name longer than the file system allows
         raise DataError(path, f"cannot access ({exc.strerror or exc})") from None
     if not found:
+        if path.is_symlink():  # a loop or a dangling link: the byte-level check names which
+            from .sniff import sniff
+
+            sniff(path)
         raise DataError(path, "input not found")
     if path.is_file() and path.suffix.lower() == ".json":
         return _datalist_inputs(path)

@@ -48,6 +48,7 @@ from monai.data import ImageReader
 
 from .atomic import atomic_write
 from .dicom import (
+    check_dicom_file,
     check_pydicom_decoders,
     inspect_dicom_series,  # noqa: F401  (re-exported: part of medswin.data.io's interface)
     inspect_for_reading,
@@ -57,7 +58,7 @@ from .dicom import (
 )
 from .errors import DataError
 from .formats import DICOM_ENDINGS, NIFTI_ENDINGS, SITK_VOLUME_ENDINGS
-from .headers import check_sitk_header, open_nifti, out_of_memory, short_error
+from .headers import check_sitk_header, open_nifti, out_of_memory, precheck_text_header, short_error
 from .sniff import FileFacts, sniff
 
 SITK_ENDINGS = SITK_VOLUME_ENDINGS + NIFTI_ENDINGS + DICOM_ENDINGS
@@ -177,6 +178,10 @@ class SimpleITKReader(ImageReader):
     def _read_file(self, path: Path, facts: FileFacts) -> Any:
         import SimpleITK as sitk
 
+        if facts is not None and facts.ending in SITK_VOLUME_ENDINGS:
+            precheck_text_header(path, facts)
+        elif path.name.lower().endswith(DICOM_ENDINGS):
+            check_dicom_file(path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:

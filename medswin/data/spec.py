@@ -17,6 +17,8 @@ that matter for training (``target_spacing``, ``normalization``, ``roi_size``) a
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -147,18 +149,42 @@ def _fail(origin: str, name: str, key: str, problem: str) -> DatasetSpecError:
     return DatasetSpecError(origin, f"entry {name!r}: key {key!r}: {problem}")
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a YAML value can be arbitrarily large)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _triple(origin: str, name: str, key: str, value: Any, kind: type) -> tuple:
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3:
-        raise _fail(origin, name, key, f"expected 3 numbers (x, y, z), got {value!r}")
-    try:
-        out = tuple(kind(v) for v in value)
-    except (TypeError, ValueError):
-        raise _fail(origin, name, key, f"expected 3 numbers (x, y, z), got {value!r}") from None
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3 or not all(map(_number, value)):
+        raise _fail(origin, name, key, f"expected 3 finite numbers (x, y, z), got {_show(value)}")
     if kind is int and any(float(v) != int(v) for v in value):
-        raise _fail(origin, name, key, f"expected whole numbers, got {value!r}")
+        raise _fail(origin, name, key, f"expected whole numbers, got {_show(value)}")
+    out = tuple(kind(v) for v in value)
     if any(v <= 0 for v in out):
-        raise _fail(origin, name, key, f"values must be positive, got {value!r}")
+        raise _fail(origin, name, key, f"values must be positive, got {_show(value)}")
     return out
+
+
+def _text(origin: str, name: str, entry: Mapping[str, Any], key: str) -> str | None:
+    """An optional free-text key: a string (or a number written without quotes), else an error."""
+    value = entry.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if _number(value):
+        return str(value)
+    raise _fail(origin, name, key, f"expected text, got {type(value).__name__} {_show(value)}")
+
+
+def _mapping(origin: str, name: str, entry: Mapping[str, Any], key: str) -> dict:
+    value = entry.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise _fail(origin, name, key, f"expected a mapping, got {type(value).__name__} {_show(value)}")
+    return dict(value)
 
 
 def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") -> DatasetSpec:
@@ -171,7 +197,7 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
             if key in entry:
                 raise _fail(origin, name, alias, f"given together with {key!r}: keep one")
             entry[key] = entry.pop(alias)
-    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
+    unknown = sorted(str(k) for k in set(entry) - set(REQUIRED) - set(OPTIONAL))
     if unknown:
         raise _fail(
             origin, name, unknown[0], f"unknown key (required: {', '.join(REQUIRED)}; optional: {', '.join(OPTIONAL)})"
@@ -181,9 +207,11 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
             raise _fail(origin, name, key, f"missing (required keys: {', '.join(REQUIRED)})")
     defaulted = tuple(k for k in TRAINING_KEYS if entry.get(k) is None)
 
+    texts = {key: _text(origin, name, entry, key) for key in ("description", "licence", "source", "citation")}
+    texts["case_pattern"] = _text(origin, name, entry, "case_pattern")
     channels = entry["channel_names"]
     if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
-        raise _fail(origin, name, "channel_names", f"expected a non-empty list of names, got {channels!r}")
+        raise _fail(origin, name, "channel_names", f"expected a non-empty list of names, got {_show(channels)}")
     if len(set(channels)) != len(channels):
         raise _fail(origin, name, "channel_names", f"duplicate channel names in {channels}")
 
@@ -192,35 +220,39 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
         raise _fail(origin, name, "labels", "expected a mapping name -> integer value")
     for lname, value in labels.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _fail(origin, name, "labels", f"value of {lname!r} must be a non-negative integer, got {value!r}")
+            raise _fail(
+                origin, name, "labels", f"value of {_show(lname)} must be a non-negative integer, got {_show(value)}"
+            )
     if 0 not in labels.values():
         raise _fail(origin, name, "labels", "background must have value 0")
     if len(set(labels.values())) != len(labels):
         raise _fail(origin, name, "labels", f"two labels share a value: {dict(labels)}")
 
     regions: dict[str, tuple[int, ...]] = {}
-    for rname, values in (entry.get("regions") or {}).items():
+    for rname, values in _mapping(origin, name, entry, "regions").items():
         if not isinstance(values, list) or not values:
-            raise _fail(origin, name, "regions", f"region {rname!r} must list label values, got {values!r}")
+            raise _fail(origin, name, "regions", f"region {_show(rname)} must list label values, got {_show(values)}")
         bad = [v for v in values if v not in labels.values() or v == 0]
         if bad:
             raise _fail(origin, name, "regions", f"region {rname!r} uses {bad}, which are not foreground label values")
         regions[str(rname)] = tuple(int(v) for v in values)
 
-    if entry["file_ending"] not in FILE_ENDINGS:
-        raise _fail(origin, name, "file_ending", f"{entry['file_ending']!r} is not one of {', '.join(FILE_ENDINGS)}")
+    if not isinstance(entry["file_ending"], str) or entry["file_ending"] not in FILE_ENDINGS:
+        raise _fail(
+            origin, name, "file_ending", f"{_show(entry['file_ending'])} is not one of {', '.join(FILE_ENDINGS)}"
+        )
     layout = entry.get("layout")
-    if layout is not None and layout not in LAYOUTS:
-        raise _fail(origin, name, "layout", f"{layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
+        raise _fail(origin, name, "layout", f"{_show(layout)} is not one of {', '.join(LAYOUTS)}")
 
     norm = entry.get("normalization") or DEFAULT_NORMALIZATION
-    if not isinstance(norm, Mapping) or norm.get("type") not in NORMALIZATIONS:
-        raise _fail(origin, name, "normalization", f"needs type: ct, zscore or none, got {norm!r}")
+    if not isinstance(norm, Mapping) or not isinstance(norm.get("type"), str) or norm["type"] not in NORMALIZATIONS:
+        raise _fail(origin, name, "normalization", f"needs type: ct, zscore or none, got {_show(norm)}")
     norm = dict(norm)
     if norm["type"] == "ct":
-        for k in ("a_min", "a_max"):
-            if not isinstance(norm.get(k), (int, float)):
-                raise _fail(origin, name, "normalization", f"CT window needs a number for {k!r}")
+        for k in ("a_min", "a_max", "b_min", "b_max"):
+            if k in norm and not _number(norm[k]) or k in ("a_min", "a_max") and k not in norm:
+                raise _fail(origin, name, "normalization", f"CT window needs a finite number for {k!r}")
         if norm["a_min"] >= norm["a_max"]:
             raise _fail(origin, name, "normalization", f"a_min {norm['a_min']} must be below a_max {norm['a_max']}")
         norm.setdefault("b_min", 0.0)
@@ -229,7 +261,8 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
     elif norm["type"] == "zscore":
         norm.setdefault("nonzero", True)
         norm.setdefault("channel_wise", True)
-    task = str(entry.get("task") or ("biplanar" if layout == "biplanar" else "segmentation"))
+    task = entry.get("task") or ("biplanar" if layout == "biplanar" else "segmentation")
+    task = task if isinstance(task, str) else _show(task)
     if task not in TASKS:
         raise _fail(origin, name, "task", f"{task!r} is not one of {', '.join(TASKS)}")
     if task == "biplanar" and layout is None:
@@ -237,7 +270,7 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
     if (task == "biplanar") != (layout == "biplanar"):
         raise _fail(origin, name, "layout", "biplanar datasets (task: biplanar) use the biplanar layout, and only they")
 
-    suffixes = dict(entry.get("channel_suffixes") or {})
+    suffixes = _mapping(origin, name, entry, "channel_suffixes")
     if layout == "brats":
         if not entry.get("case_pattern"):
             raise _fail(
@@ -250,7 +283,7 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
     spacing, roi = entry.get("target_spacing"), entry.get("roi_size")
     return DatasetSpec(
         name=name,
-        description=str(entry.get("description") or ""),
+        description=texts["description"] or "",
         channel_names=tuple(channels),
         labels={str(k): int(v) for k, v in labels.items()},
         file_ending=entry["file_ending"],
@@ -258,21 +291,68 @@ def parse_spec(name: str, entry: Mapping[str, Any], origin: str = "<built-in>") 
         target_spacing=_triple(origin, name, "target_spacing", spacing, float) if spacing is not None else None,
         normalization=norm,
         roi_size=_triple(origin, name, "roi_size", roi, int) if roi is not None else None,
-        licence=str(entry.get("licence") or ""),
-        source=str(entry.get("source") or ""),
+        licence=texts["licence"] or "",
+        source=texts["source"] or "",
         task=task,
         regions=regions,
-        case_pattern=entry.get("case_pattern"),
+        case_pattern=texts["case_pattern"],
         channel_suffixes={str(k): str(v) for k, v in suffixes.items()},
-        citation=entry.get("citation"),
+        citation=texts["citation"],
         origin=origin,
         defaulted=defaulted,
     )
 
 
+def safe_yaml(text: str, origin: str | os.PathLike, error: type[Exception] = DataError) -> Any:
+    """``yaml.safe_load`` without what makes a small file huge or deep: aliases that expand beyond
+    :data:`MAX_YAML_NODES` values (a few hundred bytes of nested ``&``/``*`` can mean billions) and nesting beyond
+    Python's recursion limit are refused with ``error``. Ordinary aliases (``yaml.safe_dump`` writes them for
+    shared values) are fine.
+
+    Args:
+        text: the YAML document.
+        origin: the file, for messages.
+        error: the exception class to raise (a :class:`DataError` subclass, or one taking a message).
+    """
+
+    def fail(problem: str) -> Exception:
+        return error(origin, problem) if issubclass(error, DataError) else error(f"{origin}: {problem}")
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None and _expanded_nodes(root) > MAX_YAML_NODES:
+            raise fail(f"its aliases (&, *) expand to more than {MAX_YAML_NODES:,} values: write the values out")
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise fail("not valid YAML (nested too deeply)") from None
+
+
+MAX_YAML_NODES = 1_000_000  # values a config may hold once its aliases are expanded
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """How many values the node graph holds with every alias written out (each shared node counted per use)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_YAML_NODES + 1  # a node reached again while being counted (a cycle) is too big
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, MAX_YAML_NODES + 1)
+        return sizes[id(node)]
+
+    return size(root)
+
+
 def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text, origin, DatasetSpecError)
     except yaml.YAMLError as exc:
         raise DatasetSpecError(origin, f"not valid YAML ({' '.join(str(exc).split())[:200]})") from None
     if data is None:

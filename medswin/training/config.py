@@ -152,10 +152,12 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Read ``path`` (optional) and apply ``overrides`` (keys with value ``None`` are ignored)."""
+        from ..data.spec import safe_yaml
+
         values: dict[str, Any] = {}
         if path is not None:
             try:
-                loaded = yaml.safe_load(Path(path).read_text()) or {}
+                loaded = safe_yaml(Path(path).read_text(encoding="utf-8"), path, ConfigError) or {}
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
                 raise ConfigError(f"{path}: cannot read the config ({' '.join(str(exc).split())[:200]})") from None
             if not isinstance(loaded, dict):
