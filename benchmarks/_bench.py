@@ -23,15 +23,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def cpu_name() -> str:
-    """CPU model, core count and whether it has AMX / AVX512-BF16 (what makes bf16 fast)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    extras = [name for name, flag in (("AMX", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")) if flag in flags]
-    return f"{model}, {os.cpu_count()} cores" + (f", {'/'.join(extras)}" if extras else "")
+    """CPU model, core count and the ISA class in effect (``AVX2``, ``AVX-512``, ``AVX-512 BF16``, ``AMX``; marked
+    ``(emulated on ...)`` under ``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY`` limits)."""
+    from medswin.cpu import cpu_info
+
+    info = cpu_info()
+    return f"{info.model}, {info.cores} cores, {info.isa_label}"
 
 
 def machine_info(device: str) -> dict:
@@ -39,10 +36,13 @@ def machine_info(device: str) -> dict:
     import monai
     import torch
 
+    from medswin.cpu import cpu_info
+
     info = {
         "device": device,
         "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name(),
         "threads": torch.get_num_threads(),
+        **({} if device.startswith("cuda") else {"cpu": cpu_info().as_dict(torch.get_num_threads())}),
         "torch": torch.__version__,
         "monai": monai.__version__,
         "python": platform.python_version(),
@@ -88,9 +88,19 @@ def run_worker(script: str, args: list[str], timeout: float | None = None) -> di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def device_tag(device: str) -> str:
+    """``cuda`` for a GPU; ``cpu-<class>`` on a CPU (``cpu-avx2``, ``cpu-avx512-bf16``, ``cpu-amx``,
+    ``cpu-avx2-emulated`` under the AVX2 emulation): results of each CPU class are kept side by side."""
+    if not device.startswith("cpu"):
+        return device.split(":")[0]
+    from medswin.cpu import cpu_info
+
+    return f"cpu-{cpu_info().tag}"
+
+
 def result_path(benchmark: str, device: str, quick: bool = False) -> Path:
-    """``benchmarks/results/<benchmark>_<device>[_quick].json``."""
-    return RESULTS / f"{benchmark}_{device}{'_quick' if quick else ''}.json"
+    """``benchmarks/results/<benchmark>_<device tag>[_quick].json`` (see :func:`device_tag`)."""
+    return RESULTS / f"{benchmark}_{device_tag(device)}{'_quick' if quick else ''}.json"
 
 
 def write_json(result: dict, path: str | Path) -> Path:

@@ -21,7 +21,7 @@ Ratios: MONAI time / medswin time (higher is better), medswin memory / MONAI mem
     python benchmarks/inference_vs_monai.py --quick             # 160^3, MONAI+flash vs medswin (~3 min)
     python benchmarks/inference_vs_monai.py --volumes 160 --precisions fp32 --impls monai_flash,medswin
     python benchmarks/inference_vs_monai.py --device cuda --precisions bf16
-Writes ``benchmarks/results/inference_vs_monai_<device>.json`` (``..._<device>_quick.json`` with ``--quick``).
+Writes ``benchmarks/results/inference_vs_monai_<device tag>.json`` (``cpu-avx2``, ``cpu-amx``, ...; ``..._quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="160^3 only, MONAI+flash vs medswin")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per measurement")
     p.add_argument(
-        "--out", default=None, help="JSON path (default benchmarks/results/inference_vs_monai_<device>.json)"
+        "--out", default=None, help="JSON path (default benchmarks/results/inference_vs_monai_<device tag>.json)"
     )
     p.add_argument("--table", metavar="JSON", help="only print the tables of an earlier result")
     for hidden in ("--impl", "--precision", "--volume", "--weights", "--labels-out"):

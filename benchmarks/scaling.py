@@ -18,7 +18,7 @@
     python benchmarks/scaling.py                    # 128^3, 192^3, 256^3 + the 512x512x300 bound (~12 min, 2 threads)
     python benchmarks/scaling.py --quick            # 96^3, 144^3, 192^3 + the bound at overlap 0.25 (~4 min)
     python benchmarks/scaling.py --sizes 128,256 --impls medswin,monai_flash --no-memory-check
-Writes ``benchmarks/results/scaling_<device>.json`` (``..._<device>_quick.json`` with ``--quick``).
+Writes ``benchmarks/results/scaling_<device tag>.json`` (``cpu-avx2``, ``cpu-amx``, ...; ``..._quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations

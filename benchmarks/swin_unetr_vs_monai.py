@@ -11,7 +11,7 @@ is not polluted by the other runs:
 
 Precisions are compared like for like (fp32 vs fp32, bf16 autocast vs bf16 autocast).  Prints a
 table with ratios (MONAI time / medswin time, medswin memory / MONAI memory) and writes JSON to
-``benchmarks/results/swin_unetr_vs_monai_<device>.json``.
+``benchmarks/results/swin_unetr_vs_monai_<device tag>.json`` (``cpu-avx2``, ``cpu-amx``, ...: see ``_bench.device_tag``).
 
     python benchmarks/swin_unetr_vs_monai.py                       # tiny+base, 64^3+96^3, fp32+bf16
     python benchmarks/swin_unetr_vs_monai.py --presets tiny --sizes 64 --precisions fp32 --reps 2
@@ -36,7 +36,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(RESULTS.parent))
 
 import _bench  # noqa: E402
-from _bench import cpu_name  # noqa: E402
 
 
 def _rss_bytes() -> int:
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument(
-        "--out", default=None, help="JSON path (default benchmarks/results/swin_unetr_vs_monai_<device>.json)"
+        "--out", default=None, help="JSON path (default benchmarks/results/swin_unetr_vs_monai_<device tag>.json)"
     )
     p.add_argument("--table", metavar="JSON", help="only print the markdown table of an earlier result")
     # worker mode
@@ -194,21 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         rows.append(row)
                         print(_format_row(row), flush=True)
-    device_name = torch.cuda.get_device_name() if opts.device == "cuda" else cpu_name()
     result = {
         "benchmark": "swin_unetr_vs_monai",
-        "device": opts.device,
-        "device_name": device_name,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "monai": __import__("monai").__version__,
+        **_bench.machine_info(opts.device),
         "in_channels": IN_CHANNELS,
         "out_channels": OUT_CHANNELS,
         "rows": rows,
     }
-    out = Path(opts.out) if opts.out else RESULTS / f"swin_unetr_vs_monai_{opts.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = _bench.write_json(result, opts.out or _bench.result_path("swin_unetr_vs_monai", opts.device))
     print("\n" + markdown_table(result))
     print(f"\nwrote {out}")
     return 0

@@ -15,7 +15,7 @@ Each configuration runs in its own process: ``--warmup`` steps, then ``--steps``
     python benchmarks/training_throughput.py                 # 96^3, every small model, fp32+bf16, ckpt off/on (~12 min, 2 threads)
     python benchmarks/training_throughput.py --quick         # 64^3, one timed step each (~4 min)
     python benchmarks/training_throughput.py --models swin_unetr_small --amps bf16 --device cuda --steps 10
-Writes ``benchmarks/results/training_throughput_<device>.json`` (``..._<device>_quick.json`` with ``--quick``).
+Writes ``benchmarks/results/training_throughput_<device tag>.json`` (``cpu-avx2``, ``cpu-amx``, ...; ``..._quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
