@@ -281,7 +281,8 @@ def base_transforms(spec: DatasetSpec, keys: list[str]) -> list[dict[str, Any]]:
 
 
 def train_transforms(spec: DatasetSpec) -> list[dict[str, Any]]:
-    """Volumes: foreground-biased random patches of ``@roi_size``, flips, rot90, intensity jitter."""
+    """Volumes: foreground-biased random patches of ``@roi_size``, flips, rot90 in the first two axes when the
+    roi is square there (else a turned patch would not batch), intensity jitter."""
     keys = ["image", "label"]
     return base_transforms(spec, keys) + [
         _t("CropForegroundd", keys=keys, source_key="image", allow_smaller=True),
@@ -298,7 +299,7 @@ def train_transforms(spec: DatasetSpec) -> list[dict[str, Any]]:
             image_threshold=0,
         ),
         *[_t("RandFlipd", keys=keys, prob=0.5, spatial_axis=a) for a in range(3)],
-        _t("RandRotate90d", keys=keys, prob=0.2, max_k=3),
+        _t("RandRotate90d", keys=keys, prob="$0.2 if @roi_size[0] == @roi_size[1] else 0.0", max_k=3),
         _t("RandScaleIntensityd", keys="image", factors=0.1, prob=0.5),
         _t("RandShiftIntensityd", keys="image", offsets=0.1, prob=0.5),
         _t("EnsureTyped", keys=keys, track_meta=False),

@@ -444,3 +444,14 @@ def test_cli_lists_verifies_and_reports_bad_input(capsys, tmp_path):
     assert "no checkpoint at" in capsys.readouterr().err
     assert main(["bundle", "list", "--bundles-dir", str(tmp_path / "nowhere")]) == 2
     assert "no bundles folder found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("roi,prob", [([64, 64, 32], 0.2), ([64, 32, 32], 0.0)])
+def test_bundle_training_turns_patches_only_when_they_stay_stackable(tmp_path, roi, prob):
+    """rot90 in the first two axes is on for a roi square there and off otherwise (a turned 64x32x32 patch would
+    be 32x64x32 and the batch would not stack)."""
+    data = make_data("swin_unetr_btcv", tmp_path / "data")
+    ov = {**tiny("swin_unetr_btcv"), "dataset_dir": str(data), "bundle_root": str(tmp_path / "root"), "roi_size": roi}
+    built = instantiate_components("swin_unetr_btcv", "train", ov)
+    (rotate,) = [c for c in built.values() if type(c).__name__ == "RandRotate90d"]
+    assert rotate.prob == prob

@@ -72,6 +72,20 @@ def test_brats_training_pipeline_gives_region_patches(tmp_path, year, et):
     assert float(val["label"][2].sum()) > 0  # the enhancing region survived the conversion
 
 
+@pytest.mark.parametrize("roi", [(32, 16, 16), (16, 32, 16), (32, 32, 16)])
+def test_every_training_patch_has_the_roi_shape_so_a_batch_stacks(tmp_path, roi):
+    """A patch that is not square in the rotation plane is never turned by 90 degrees (it would not stack)."""
+    ph = make_phantom((40, 40, 24), num_classes=3, spacing=(1.5, 1.5, 2.0), modality="ct", seed=3)
+    img = write_nifti(ph.image[0], ph.affine, tmp_path / "i.nii.gz")
+    lab = write_nifti(ph.label, ph.affine, tmp_path / "l.nii.gz")
+    pipeline = train_transforms(get_dataset_spec("btcv"), roi_size=roi, num_samples=4)
+    pipeline.set_random_state(0)
+    shapes = {tuple(s["image"].shape[1:]) for _ in range(10) for s in pipeline({"image": str(img), "label": str(lab)})}
+    assert shapes == {roi}  # 40 patches: rot90 at p = 0.2 would have turned some of them
+    rotations = [t for t in pipeline.transforms if type(t).__name__ == "RandRotate90d"]
+    assert len(rotations) == (roi[0] == roi[1])
+
+
 def test_training_patches_hit_foreground(tmp_path):
     ph = make_phantom((64, 64, 40), num_classes=3, spacing=(1.5, 1.5, 2.0), modality="ct", seed=2)
     img = write_nifti(ph.image[0], ph.affine, tmp_path / "i.nii.gz")

@@ -267,11 +267,14 @@ def train_transforms(
     spec: DatasetSpec, roi_size: Sequence[int] | None = None, num_samples: int = 2, pos: float = 1.0, neg: float = 1.0
 ) -> Compose:
     """Training pipeline: load, RAS, resample, normalise, crop foreground, foreground-biased random
-    patches of ``roi_size`` (``num_samples`` per volume), flips on every axis, rot90, intensity jitter."""
+    patches of ``roi_size`` (``num_samples`` per volume), flips on every axis, rot90 in the first two axes
+    when the patch is square there (a 64x32x32 patch turned by 90 degrees would be 32x64x32 and not batch
+    with the others; the flips give the 180 degree turn), intensity jitter."""
     roi = tuple(roi_size or spec.roi_size or ())
     if len(roi) != 3:
         raise ValueError(f"dataset {spec.name!r} sets no roi_size: give the training patch size (roi_size / --roi)")
     keys = ["image", "label"]
+    rotate = [RandRotate90d(keys, prob=0.2, max_k=3, spatial_axes=(0, 1))] if roi[0] == roi[1] else []
     return Compose(
         _base(spec, keys)
         + [
@@ -292,7 +295,7 @@ def train_transforms(
             RandFlipd(keys, prob=0.5, spatial_axis=0),
             RandFlipd(keys, prob=0.5, spatial_axis=1),
             RandFlipd(keys, prob=0.5, spatial_axis=2),
-            RandRotate90d(keys, prob=0.2, max_k=3),
+            *rotate,
             RandScaleIntensityd("image", factors=0.1, prob=0.5),
             RandShiftIntensityd("image", offsets=0.1, prob=0.5),
             EnsureTyped(keys, track_meta=False),
