@@ -186,7 +186,7 @@ def test_pretrain_killed_then_resume_repeats_the_uninterrupted_run(tmp_path):
     for i in range(2):
         ph = make_phantom((64, 64, 64), num_classes=2, modality="ct", seed=20 + i)
         write_nifti(ph.image[0], ph.affine, scans / f"s{i}.nii.gz")
-    common = ["--model", "swin_unetr_tiny", "--data", scans, "--roi", "64", "64", "64", "--epochs", "3"]
+    common = ["--model", "swin_unetr_tiny", "--data", scans, "--roi", "64", "32", "32", "--epochs", "3"]
     common += [
         "--iterations-per-epoch",
         "1",

@@ -37,9 +37,9 @@ def test_instance_norm_act_precise_on_large_offset_maps():
 @pytest.mark.parametrize("inplace", [False, True])
 @pytest.mark.parametrize("chunk", [1 << 20, 7])
 def test_instance_norm_act_gradients(fmt, inplace, chunk, monkeypatch):
-    monkeypatch.setattr(norm_module, "_CHUNK_ELEMENTS", chunk)  # 7: many chunks, uneven last one
-    x = torch.randn(2, 3, 4, 5, 3, dtype=torch.double).contiguous(memory_format=fmt).requires_grad_()
-    r = torch.randn(2, 3, 4, 5, 3, dtype=torch.double).contiguous(memory_format=fmt).requires_grad_()
+    monkeypatch.setattr(norm_module, "_CHUNK_ELEMENTS", chunk)  # 7: many chunks, uneven last one (24 = 3 x 7 + 3 per map)
+    x = torch.randn(2, 3, 3, 4, 2, dtype=torch.double).contiguous(memory_format=fmt).requires_grad_()
+    r = torch.randn(2, 3, 3, 4, 2, dtype=torch.double).contiguous(memory_format=fmt).requires_grad_()
     # inplace needs a temporary input (as a convolution output is)
     assert torch.autograd.gradcheck(lambda a, b: instance_norm_act(a * 1.0, b, 0.01, inplace=inplace), (x, r))
     assert torch.autograd.gradcheck(lambda a: instance_norm_act(a * 1.0, None, None, inplace=inplace), (x,))
