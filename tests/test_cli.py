@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from medswin.cli import main
+from medswin.cli.demo import DEMO_RECIPES, STANDARD_MIN_STEPS, choose_recipe, demo_model_kwargs
 from medswin.data.io import load_volume
 
 
@@ -163,12 +164,38 @@ def test_train_predict_evaluate_round_trip(capsys, tmp_path, synth_dataset):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_the_real_template(capsys, tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--budget-minutes", "0.4"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--budget-minutes", "0.2"]) == 0  # the probe, then one epoch
     printed = capsys.readouterr().out
     assert "| CSF |" in printed and "| GM |" in printed and "| WM |" in printed
     result = json.loads((tmp_path / "demo.json").read_text())
     assert result["steps"] >= 10
+    # the recipe follows the measured step time, and the result names the machine it ran on
+    assert result["probe_seconds_per_step"] > 0
+    assert result["recipe"] == choose_recipe(result["probe_seconds_per_step"], 0.2 * 60)
+    assert result["num_samples"] == DEMO_RECIPES[result["recipe"]]["num_samples"]
+    assert result["model_kwargs"] == {"num_heads": [1, 2, 4, 8]}  # 12-channel heads (see demo.py)
+    assert result["cpu"]["cpu_model"] and result["cpu"]["isa"].split(" (")[0] in (
+        "AVX2",
+        "AVX-512",
+        "AVX-512 BF16",
+        "AMX",
+    )
+    assert result["cpu"]["peak_fp32_gflops"] > 0
+    assert f"{result['steps']} training steps" in printed and result["cpu"]["cpu_model"] in printed
     for name in ("GM", "WM"):
         assert 0.0 <= result["summary"]["per_class"][name]["dice"]["mean"] <= 1.0
     assert (tmp_path / "prediction" / "mni_superior.nii.gz").is_file()
     assert (tmp_path / "report" / "overlay_worst.png").is_file() and (tmp_path / "run" / "curves.png").is_file()
+
+
+def test_the_demo_recipe_follows_the_measured_step_time():
+    budget = 5 * 60
+    assert choose_recipe(0.99 * budget / STANDARD_MIN_STEPS, budget) == "standard"  # 250 steps fit: 4 patches per step
+    assert choose_recipe(1.01 * budget / STANDARD_MIN_STEPS, budget) == "light"
+    assert choose_recipe(4.9, budget) == "light"  # the AVX2 EPYC of issue 18: 61 standard steps in 5 minutes
+    assert (
+        demo_model_kwargs("swin_unetr_tiny") == {"num_heads": [1, 2, 4, 8]}
+        and demo_model_kwargs("cswin_unet_tiny") == {}
+    )
+    light, standard = DEMO_RECIPES["light"], DEMO_RECIPES["standard"]
+    assert light["num_samples"] * 2 == standard["num_samples"] and light["roi_size"] == standard["roi_size"]
