@@ -88,6 +88,14 @@ def run_worker(script: str, args: list[str], timeout: float | None = None) -> di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def default_precisions(device: str) -> str:
+    """``fp32,bf16`` where bf16 is native (CUDA, AVX512-BF16, AMX), ``fp32`` elsewhere: emulated bf16 is ~16x
+    slower and measures the emulation, not the model."""
+    from medswin.cpu import cpu_has_fast_bf16
+
+    return "fp32,bf16" if not device.startswith("cpu") or cpu_has_fast_bf16() else "fp32"
+
+
 def device_tag(device: str) -> str:
     """``cuda`` for a GPU; ``cpu-<class>`` on a CPU (``cpu-avx2``, ``cpu-avx512-bf16``, ``cpu-amx``,
     ``cpu-avx2-emulated`` under the AVX2 emulation): results of each CPU class are kept side by side."""

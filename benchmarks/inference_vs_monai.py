@@ -117,7 +117,7 @@ def worker(a: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--volumes", default="160,256x256x128", help="comma-separated sizes: N (cube) or DxHxW")
-    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--precisions", default=None, help="fp32,bf16 (default: bf16 too where the hardware has it)")
     p.add_argument("--impls", default=",".join(IMPLS))
     p.add_argument("--roi", default="96")
     p.add_argument("--overlap", type=float, default=0.5)
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
+    opts.precisions = opts.precisions or _bench.default_precisions(opts.device)
     if _bench.worker_or_table(opts, worker, markdown_table):
         return 0
     if opts.quick:

@@ -155,11 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
-    if opts.precisions is None:
-        from medswin.cpu import cpu_has_fast_bf16
-
-        native = cpu_has_fast_bf16() if opts.device == "cpu" else True
-        opts.precisions = "fp32,bf16" if native else "fp32"
+    opts.precisions = opts.precisions or _bench.default_precisions(opts.device)
     if _bench.worker_or_table(opts, worker, markdown_table):
         return 0
 

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stale = [spec for spec, body, rendered in blocks(text) if body != rendered]
     for spec in stale:
-        print(f"README.md: the table of 'results: {spec}' differs from its JSON (run benchmarks/readme_tables.py --write)")
+        print(
+            f"README.md: the table of 'results: {spec}' differs from its JSON (run benchmarks/readme_tables.py --write)"
+        )
     return 1 if stale else 0
 
 

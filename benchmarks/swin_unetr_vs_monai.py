@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="tiny,base")
     p.add_argument("--sizes", default="64,96")
-    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--precisions", default=None, help="fp32,bf16 (default: bf16 too where the hardware has it)")
     p.add_argument("--modes", default="forward,train")
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=2)
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
+    opts.precisions = opts.precisions or _bench.default_precisions(opts.device)
     if _bench.worker_or_table(opts, worker, markdown_table):
         return 0
 

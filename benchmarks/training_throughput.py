@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="*_small", help="registry pattern or comma-separated names")
     p.add_argument("--roi", default=None, help="patch size (default: each model's default roi)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--amps", default="fp32,bf16")
+    p.add_argument("--amps", default=None, help="fp32,bf16 (default: bf16 too where the hardware has it)")
     p.add_argument("--ckpts", default="off,on", help="gradient checkpointing settings to run")
     p.add_argument("--no-monai", action="store_true")
     p.add_argument("--device", default="cpu")
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--impl", "--model", "--amp", "--ckpt", "--weights"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
+    opts.amps = opts.amps or _bench.default_precisions(opts.device)
     if _bench.worker_or_table(opts, worker, markdown_table):
         return 0
     if opts.quick:

@@ -161,3 +161,22 @@ def test_no_import_cycles_and_inference_training_adaptation_in_one_direction():
 def test_the_formatter_is_configured_so_skips_are_rare():
     skips = sum(f.read_text().count("# fmt: skip") for f in (ROOT / "medswin").rglob("*.py"))
     assert skips < 10
+
+
+def test_every_result_table_in_the_readme_is_rendered_from_its_json():
+    """The README's measured tables sit between ``<!-- results: BENCHMARK FILE... -->`` markers and must equal
+    what the benchmark's ``markdown_table`` renders from the committed JSON (``benchmarks/readme_tables.py``)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import readme_tables
+
+    found = readme_tables.blocks(README.read_text())
+    specs = [spec for spec, _, _ in found]
+    for benchmark in ("swin_unetr_vs_monai", "inference_vs_monai", "training_throughput", "models_table"):
+        classes = {spec.split()[1].rsplit("_cpu-", 1)[-1] for spec in specs if spec.split()[0] == benchmark}
+        assert len(classes) >= 2, f"{benchmark}: the README shows it for one CPU class only ({classes})"
+    for spec, body, rendered in found:
+        assert body == rendered, (
+            f"README table 'results: {spec}' differs from its JSON: run benchmarks/readme_tables.py --write"
+        )

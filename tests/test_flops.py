@@ -31,9 +31,10 @@ def test_medswin_and_monai_count_the_same_swin_unetr():
             ours(x)
     assert counted["total"] == monai_counter.get_total_flops() == 14_077_941_792
     assert counted["aten.mkldnn_convolution"] > 0.7 * counted["total"]  # the direct oneDNN calls do most of the work
-    assert counted["aten._scaled_dot_product_flash_attention_for_cpu"] == monai_counter.get_flop_counts()["Global"][
-        torch.ops.aten.bmm
-    ]
+    assert (
+        counted["aten._scaled_dot_product_flash_attention_for_cpu"]
+        == monai_counter.get_flop_counts()["Global"][torch.ops.aten.bmm]
+    )
     assert plain_counter.get_total_flops() < 0.1 * counted["total"]  # what models_table reported before: ~15x low
 
 

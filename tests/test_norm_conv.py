@@ -37,7 +37,9 @@ def test_instance_norm_act_precise_on_large_offset_maps():
 @pytest.mark.parametrize("inplace", [False, True])
 @pytest.mark.parametrize("chunk", [1 << 20, 7])
 def test_instance_norm_act_gradients(fmt, inplace, chunk, monkeypatch):
-    monkeypatch.setattr(norm_module, "_CHUNK_ELEMENTS", chunk)  # 7: many chunks, uneven last one (24 = 3 x 7 + 3 per map)
+    monkeypatch.setattr(
+        norm_module, "_CHUNK_ELEMENTS", chunk
+    )  # 7: many chunks, uneven last one (24 = 3 x 7 + 3 per map)
     x = torch.randn(2, 3, 3, 4, 2, dtype=torch.double).contiguous(memory_format=fmt).requires_grad_()
     r = torch.randn(2, 3, 3, 4, 2, dtype=torch.double).contiguous(memory_format=fmt).requires_grad_()
     # inplace needs a temporary input (as a convolution output is)
