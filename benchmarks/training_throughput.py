@@ -43,6 +43,7 @@ def worker(a: argparse.Namespace) -> dict:
     from medswin.data.spec import get_dataset_spec
     from medswin.models import create_model, model_info
     from medswin.training.losses import make_loss
+    from medswin.training.probe import training_step
 
     _bench.set_threads(a.threads)
     device = torch.device(a.device)
@@ -64,20 +65,9 @@ def worker(a: argparse.Namespace) -> dict:
     y = torch.randint(0, CLASSES, (a.batch, 1, *roi), generator=gen).to(device)
     loss_fn = make_loss(get_dataset_spec("btcv"), model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
-    bf16 = a.amp == "bf16"
 
     def step() -> float:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
-            out = {k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float()
-            loss = loss_fn(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return float(loss.detach())
+        return training_step(model, loss_fn, opt, x, y, a.amp)  # the trainer's step (medswin.training.probe)
 
     base = _bench.rss_bytes()
     if device.type == "cuda":

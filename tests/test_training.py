@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from medswin.data.spec import load_dataset_specs
+from medswin.models import create_model
 from medswin.training import ConfigError, TrainConfig, Trainer
 from medswin.training.trainer import warmup_cosine
 
@@ -251,3 +253,44 @@ def test_skipped_validation_says_why(tmp_path, synth_dataset, caplog):
         "validation skipped: 3 training case(s) and no validation section: a 5-fold split needs at least 5"
         in caplog.text
     )
+
+
+def test_the_probe_times_the_trainers_step_and_the_step_learns():
+    from medswin.data.spec import get_dataset_spec
+    from medswin.training.losses import make_loss
+    from medswin.training.probe import time_training_step, training_step
+
+    spec = get_dataset_spec("mni-tissue")
+    assert time_training_step(spec, "swin_unetr_tiny", (64, 32, 32), 1, "fp32", steps=1) > 0
+    torch.manual_seed(0)
+    model = create_model("swin_unetr_tiny", in_channels=1, out_channels=4).train()
+    loss_fn = make_loss(spec, model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    image, label = torch.randn(1, 1, 64, 32, 32), torch.randint(0, 4, (1, 1, 64, 32, 32))
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = [training_step(model, loss_fn, optimizer, image, label, "fp32") for _ in range(4)]
+    assert all(isinstance(v, float) for v in losses) and losses[-1] < losses[0]  # one fixed batch: it fits
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()) if b.grad is not None)
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_and_a_diverged_run_stops_with_one_clear_error(
+    tmp_path, synth_dataset, caplog
+):
+    from medswin.training.trainer import MAX_SKIPPED_STEPS, TrainingDivergedError
+
+    data, spec_file = synth_dataset
+    trainer = Trainer(_config(tmp_path, data, spec_file, roi_size=[64, 32, 32]))
+    batch = next(iter(trainer._epoch_batches(0)))
+    poisoned = {**batch, "image": batch["image"].clone()}
+    poisoned["image"][0, 0, 0, 0, 0] = float("nan")  # one NaN voxel: NaN loss, NaN gradients everywhere
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with caplog.at_level("WARNING", logger="medswin.training.trainer"):
+        assert math.isnan(trainer.train_step(poisoned))
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())  # weights untouched
+    assert trainer.skipped_steps == 1 and trainer.step == 1 and "step skipped" in caplog.text
+    assert math.isfinite(trainer.train_step(batch))  # the next good step trains, and resets the count
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    for _ in range(MAX_SKIPPED_STEPS - 1):
+        trainer.train_step(poisoned)
+    with pytest.raises(TrainingDivergedError, match="training diverged: 10 steps in a row with non-finite gradients"):
+        trainer.train_step(poisoned)

@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "lr": recipe["lr"],
         "model_kwargs": recipe["model_kwargs"],
         "steps": summary["steps"],
+        "skipped_steps": summary["skipped_steps"],
         "seconds_per_step": round(timings["train_s"] / max(summary["steps"], 1), 3),
         "budget_minutes": args.budget_minutes,
         "timings": {k: round(v, 1) for k, v in timings.items()},

@@ -54,16 +54,43 @@ def time_training_step(
     times = []
     for i in range(steps + 1):
         start = time.perf_counter()
-        with autocast(amp, device):
-            out = model(image)
-        out = {k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float()
-        loss = loss_fn(out, label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        training_step(model, loss_fn, optimizer, image, label, amp)
         if i:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def training_step(
+    model: torch.nn.Module,
+    loss_fn: Any,
+    optimizer: torch.optim.Optimizer,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    amp: str = "auto",
+    grad_clip: float | None = 1.0,
+) -> float:
+    """One optimiser step as the trainer takes it: forward under the precision policy, the loss in float32 (deep
+    supervision and per-view dicts included), backward, gradient clipping, the step; returns the loss (and waits
+    for a GPU to finish, so that the time around it is the step's).
+
+    Args:
+        model: a model in training mode.
+        loss_fn: the loss (``medswin.training.losses.make_loss``).
+        optimizer: its optimiser.
+        image: the input ``(B, C, D, H, W)``.
+        label: the target ``(B, 1, D, H, W)`` (or region channels).
+        amp: the precision policy (see :mod:`medswin.amp`).
+        grad_clip: the gradient-norm bound (``None``: none).
+    """
+    with autocast(amp, image.device):
+        out = model(image)
+    out = {k: v.float() for k, v in out.items()} if isinstance(out, dict) else out.float()
+    loss = loss_fn(out, label)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if image.device.type == "cuda":
+        torch.cuda.synchronize(image.device)
+    return float(loss.detach())

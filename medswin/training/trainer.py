@@ -68,6 +68,14 @@ class _Split:
     why_no_validation: str = ""
 
 
+# consecutive optimiser steps with non-finite gradients that are skipped before a run is declared diverged
+MAX_SKIPPED_STEPS = 10
+
+
+class TrainingDivergedError(ValueError):
+    """The gradients stayed non-finite (NaN / inf) for ``MAX_SKIPPED_STEPS`` steps in a row."""
+
+
 _DEFAULT_DESCRIPTIONS = {
     "target_spacing": "each volume's own spacing (no resampling)",
     "normalization": "a per-channel z-score over all voxels",
@@ -167,6 +175,7 @@ class Trainer:
         )
         self.net: torch.nn.Module = self._wrap_ddp(self.model) if self.dist.enabled else self.model
         self.start_epoch, self.step, self.best_epoch = 0, 0, -1
+        self.skipped_steps, self._skipped_in_a_row = 0, 0
         self.best_metric = -1.0 if self.monitor[1] == "max" else math.inf
         self.history: list[dict[str, Any]] = []
         self.log = MetricsLog(self.out, enabled=self.dist.is_main)
@@ -320,16 +329,32 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        if self.scaler is not None:
+        # the norm is needed anyway to clip; without clipping, an infinite bound leaves the gradients as they are
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
+        if self.scaler is not None:  # fp16: the scaler skips non-finite steps and lowers its scale itself
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
+        elif torch.isfinite(norm):
             self.optimizer.step()
+            self._skipped_in_a_row = 0
+        else:
+            self._skip_step(float(loss.detach()))
         self.scheduler.step()
         self.step += 1
         return float(loss.detach())
+
+    def _skip_step(self, loss: float) -> None:
+        """Leave the weights as they are after a step whose gradients are not finite (one NaN would make every
+        weight NaN); raise :class:`TrainingDivergedError` after ``MAX_SKIPPED_STEPS`` of them in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        log.warning("step %d: non-finite gradients (loss %.4g): step skipped, weights unchanged", self.step + 1, loss)
+        if self._skipped_in_a_row >= MAX_SKIPPED_STEPS:
+            raise TrainingDivergedError(
+                f"training diverged: {MAX_SKIPPED_STEPS} steps in a row with non-finite gradients (up to step "
+                f"{self.step + 1}, loss {loss:.4g}); lower the learning rate (lr {self.config.lr:g}) or use --amp fp32"
+            )
 
     @property
     def val_engine(self) -> SlidingWindow:
@@ -495,6 +520,7 @@ class Trainer:
         return {
             "epochs": self.epochs,
             "steps": self.step,
+            "skipped_steps": self.skipped_steps,
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "last_validation": last_val,
