@@ -73,9 +73,10 @@ def markdown_table(results: list[dict]) -> str:
     for r in results:
         dice = {k: v["dice"]["mean"] for k, v in r["summary"]["per_class"].items()}
         recipe = f"{r['recipe']}: {r['num_samples']} x {'x'.join(map(str, r['roi_size']))}, lr {r['lr']:g}"
+        skipped = f" ({r['skipped_steps']} skipped: non-finite gradients)" if r.get("skipped_steps") else ""
         lines.append(
             f"| {r['device_name']} ({r['threads']}) | {recipe} | {r['probe_seconds_per_step']:.2f} s "
-            f"| {r['steps']} in {r['timings']['train_s']:.0f} s | {r['install_s']:.0f} + {r['demo_s']:.0f} s "
+            f"| {r['steps']} in {r['timings']['train_s']:.0f} s{skipped} | {r['install_s']:.0f} + {r['demo_s']:.0f} s "
             f"= **{r['total_s'] / 60:.1f} min** | {dice['CSF']:.3f} | {dice['GM']:.3f} | {dice['WM']:.3f} |"
         )
     return "\n".join(lines)
