@@ -55,14 +55,18 @@ class ChannelsLastConv3d(nn.Conv3d):
         return to_channels_last(self._conv_forward(x, self.weight, self.bias))
 
     def _hits_cpu_bf16_bug(self, x: torch.Tensor) -> bool:
-        """True where oneDNN's bf16/fp16 CPU kernel returns garbage (torch 2.13): a strided conv whose
-        output is one voxel thick along the last axis (e.g. k3 s2 p1 on W=2, 96 -> 192 channels gives
-        errors of 10 or NaN).  Such outputs are tiny, so they run in float32 instead."""
+        """True where oneDNN's bf16/fp16 CPU kernels return garbage (torch 2.13): a convolution whose output
+        is at most two voxels along an axis.  Strided (k3 s2 p1 on W=2, 96 -> 192 channels): forward errors of
+        10 or NaN; stride 1 (k3 p1 on a 2x2x1 or 2x2x2 map, 192 channels): weight gradients of 1e33 or inf in
+        most calls, which made half the bf16 training steps of the demo non-finite (4x4x2, 3x3x3 were
+        correct; 2 is the conservative bound).  Such outputs are tiny, so they run in float32 instead."""
         low = torch.is_autocast_enabled("cpu") or x.dtype in (torch.bfloat16, torch.float16)
-        if not low or max(self.stride) == 1:
+        if not low:
             return False
-        w = x.shape[-1] + 2 * self.padding[-1] - self.dilation[-1] * (self.kernel_size[-1] - 1) - 1
-        return w // self.stride[-1] + 1 == 1
+        for size, pad, dil, k, s in zip(x.shape[2:], self.padding, self.dilation, self.kernel_size, self.stride):
+            if (size + 2 * pad - dil * (k - 1) - 1) // s + 1 <= 2:
+                return True
+        return False
 
 
 def _conv(spatial_dims: int, cin: int, cout: int, kernel: int) -> nn.Module:
