@@ -520,17 +520,25 @@ def _adapt_empty(t: Path, r: Resources) -> Run:
     return Run(adapt(t, path), [path], t / "out", ("empty file (0 bytes)",))
 
 
-def _train_with(
-    edit: Callable[[Path, list[Path], list[Path]], Path], *fragments: str, extra=(), names: str | None = None
-) -> Callable:
-    """``medswin train`` on a 2-case Decathlon dataset after ``edit(root, images, labels)`` -> the broken file."""
+def _on_decathlon(command: Callable, out: str) -> Callable:
+    """A case factory: ``command(t, r, root, *extra)`` on a 2-case Decathlon dataset after ``edit(root, images,
+    labels)`` -> the broken file (named in the error unless ``names``); its outputs under ``t / out``."""
 
-    def build(t: Path, r: Resources) -> Run:
-        root, images, labels = decathlon(t / "ds")
-        broken = edit(root, images, labels)
-        return Run(train(t, r, root, *extra), [root], t / "run", fragments, names=names or str(broken))
+    def factory(
+        edit: Callable[[Path, list[Path], list[Path]], Path], *fragments: str, extra=(), names: str | None = None
+    ) -> Callable:
+        def build(t: Path, r: Resources) -> Run:
+            root, images, labels = decathlon(t / "ds")
+            broken = edit(root, images, labels)
+            return Run(command(t, r, root, *extra), [root], t / out, fragments, names=names or str(broken))
 
-    return build
+        return build
+
+    return factory
+
+
+_train_with = _on_decathlon(train, "run")  # medswin train
+_x2s_with = _on_decathlon(x2s, "x2s")  # medswin data prepare-x2s
 
 
 def _pretrain_with(make: Callable[[Path], Path], *fragments: str, extra=(), names: str | None = None) -> Callable:
@@ -578,19 +586,6 @@ def _check_with(edit: Callable[[Path, list[Path], list[Path]], Path], *fragments
         root, images, labels = decathlon(t / "ds")
         broken = edit(root, images, labels)
         return Run(check(r, root), [root], None, fragments, names=str(broken), check=check_ok)
-
-    return build
-
-
-def _x2s_with(
-    edit: Callable[[Path, list[Path], list[Path]], Path], *fragments: str, extra=(), names: str | None = None
-) -> Callable:
-    """``medswin data prepare-x2s`` on a 2-case Decathlon dataset after ``edit``."""
-
-    def build(t: Path, r: Resources) -> Run:
-        root, images, labels = decathlon(t / "ds")
-        broken = edit(root, images, labels)
-        return Run(x2s(t, r, root, *extra), [root], t / "x2s", fragments, names=names or str(broken))
 
     return build
 

@@ -1575,6 +1575,21 @@ def _supervise(
     worker = _Worker(base, seed, jobs_file, start, workdir)
     current, deadline = None, time.monotonic() + STARTUP_TIMEOUT_S
     started, mutation = 0.0, None
+
+    def failure(outcome: str, **extra: str) -> dict:
+        """The record of the mutation the worker was on when it died or hung."""
+        fmt, index = jobs[current]
+        seconds = round(time.monotonic() - started, 3)
+        return {
+            "format": fmt,
+            "index": index,
+            "seed": seed,
+            "mutation": mutation,
+            "outcome": outcome,
+            "seconds": seconds,
+            **extra,
+        }
+
     try:
         while True:
             lines = worker.lines(deadline - time.monotonic())
@@ -1584,16 +1599,7 @@ def _supervise(
                     raise RuntimeError(
                         f"fuzz worker exited ({_signal_name(returncode)}) outside a mutation: {_tail(worker.stderr_path)}"
                     )
-                fmt, index = jobs[current]
-                results[current] = {
-                    "format": fmt,
-                    "index": index,
-                    "seed": seed,
-                    "mutation": mutation,
-                    "outcome": f"crash: {_signal_name(returncode)}",
-                    "seconds": round(time.monotonic() - started, 3),
-                    "stderr": _tail(worker.stderr_path),
-                }
+                results[current] = failure(f"crash: {_signal_name(returncode)}", stderr=_tail(worker.stderr_path))
                 return current + 1
             for line in lines:
                 word, _, rest = line.partition(" ")
@@ -1611,15 +1617,7 @@ def _supervise(
             if not lines and time.monotonic() >= deadline:
                 if current is None:
                     raise RuntimeError(f"fuzz worker stalled outside a mutation: {_tail(worker.stderr_path)}")
-                fmt, index = jobs[current]
-                results[current] = {
-                    "format": fmt,
-                    "index": index,
-                    "seed": seed,
-                    "mutation": mutation,
-                    "outcome": f"hang: no result within {timeout:g} s",
-                    "seconds": round(time.monotonic() - started, 3),
-                }
+                results[current] = failure(f"hang: no result within {timeout:g} s")
                 return current + 1
     finally:
         worker.kill()
