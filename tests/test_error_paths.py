@@ -513,7 +513,11 @@ def test_adapter_arguments(tiny):
         (Etta, {"optimizer": "rmsprop"}, r"optimizer must be one of \('adam', 'sgd'\), got 'rmsprop'"),
         (Tent, {"sw_batch_size": 0}, "sw_batch_size must be >= 1, got 0"),
         (Etta, {"overlap": 1.0}, r"overlap must be in \[0, 1\), got 1.0"),
-        (Tent, {"params": "all"}, r"params must be one of \('encoder-norms', 'norms'\) or a list of parameter names"),
+        (
+            Tent,
+            {"params": "every"},
+            r"params must be one of \('encoder-norms', 'norms', .*\) or a list of parameter names",
+        ),
         (Tent, {"params": []}, "params is an empty list: name at least one parameter of SwinUNETR"),
         (Etta, {"params": [norm, norm]}, "params lists a parameter twice"),
     ]

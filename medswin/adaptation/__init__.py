@@ -1,4 +1,5 @@
-"""Test-time adaptation of any registered 3D model: TENT and ETTA (entropy minimisation).
+"""Test-time adaptation of any registered 3D model: TENT and ETTA (entropy minimisation), MEMO (marginal
+entropy over flipped views) and pseudo-label self-training.
 
     from medswin.adaptation import Tent, Etta
     adapter = Tent(model, steps=1, episodic=True, params="encoder-norms")
@@ -18,12 +19,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-METHOD_NAMES = ("tent", "etta")
+METHOD_NAMES = ("tent", "etta", "memo", "pseudo-label")
 
 _EXPORTS = {
     "AdaptationReport": "base",
     "EntropyAdapter": "base",
     "Etta": "etta",
+    "Memo": "memo",
+    "PseudoLabel": "selftrain",
+    "marginal_entropy": "memo",
     "Tent": "tent",
     "norm_affine_parameters": "base",
     "normalized_entropy": "base",
@@ -36,9 +40,11 @@ __all__ = ["METHODS", "METHOD_NAMES", *sorted(_EXPORTS)]
 def __getattr__(name: str) -> Any:
     if name == "METHODS":
         from .etta import Etta
+        from .memo import Memo
+        from .selftrain import PseudoLabel
         from .tent import Tent
 
-        return {"tent": Tent, "etta": Etta}
+        return {"tent": Tent, "etta": Etta, "memo": Memo, "pseudo-label": PseudoLabel}
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

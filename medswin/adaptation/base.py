@@ -52,7 +52,7 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
 )
-PARAM_CHOICES = ("encoder-norms", "norms")
+PARAM_CHOICES = ("encoder-norms", "norms", "norms-biases", "decoder", "all")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -82,7 +82,12 @@ def select_parameters(
     model: nn.Module, params: str | Sequence[str] = "encoder-norms"
 ) -> list[tuple[str, nn.Parameter]]:
     """The parameters an adapter updates: ``"encoder-norms"`` (default: norm affines under
-    ``model.encoder``), ``"norms"`` (norm affines anywhere in the model), or explicit parameter names.
+    ``model.encoder``), ``"norms"`` (norm affines anywhere in the model), ``"norms-biases"`` (those and
+    every bias), ``"decoder"`` (every parameter outside ``model.encoder``), ``"all"``, or explicit names.
+
+    Args:
+        model: a registered 3D model.
+        params: one of ``PARAM_CHOICES`` or a list of names as ``model.named_parameters()`` spells them.
 
     Raises ``ValueError`` naming the model and what was looked for when nothing qualifies, and for
     unknown names (with the closest valid names).
@@ -95,17 +100,29 @@ def select_parameters(
     if isinstance(params, str):
         if params not in PARAM_CHOICES:
             raise ValueError(f"params must be one of {PARAM_CHOICES} or a list of parameter names, got {params!r}")
+        encoder = getattr(model, "encoder", None)
+        if params in ("encoder-norms", "decoder") and not isinstance(encoder, nn.Module):
+            raise ValueError(
+                f"{model_name} has no .encoder module: params={params!r} needs one "
+                f"(pass params='norms' or a list of parameter names)"
+            )
         if params == "encoder-norms":
-            encoder = getattr(model, "encoder", None)
-            if not isinstance(encoder, nn.Module):
-                raise ValueError(
-                    f"{model_name} has no .encoder module: the default params='encoder-norms' needs one "
-                    f"(pass params='norms' or a list of parameter names)"
-                )
             chosen = norm_affine_parameters(encoder, "encoder")
             where = "under model.encoder"
-        else:
+        elif params == "norms":
             chosen = norm_affine_parameters(model)
+            where = "in the model"
+        elif params == "norms-biases":
+            chosen = norm_affine_parameters(model)
+            seen = {id(p) for _, p in chosen}
+            chosen += [(n, p) for n, p in model.named_parameters() if n.endswith(".bias") and id(p) not in seen]
+            where = "in the model"
+        elif params == "decoder":
+            inside = {id(p) for p in encoder.parameters()}
+            chosen = [(n, p) for n, p in model.named_parameters() if id(p) not in inside]
+            where = "outside model.encoder"
+        else:
+            chosen = list(model.named_parameters())
             where = "in the model"
         if not chosen:
             raise ValueError(
