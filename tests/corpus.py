@@ -303,7 +303,8 @@ def predict(t: Path, inp: Path, *extra: str, model: tuple[str, ...] = tuple(TINY
 
 
 def adapt(t: Path, inp: Path, *extra: str) -> list[str]:
-    return ["adapt", "-i", str(inp), "-o", str(t / "out"), *TINY, "--adapt-steps", "1", *extra]
+    # the model-side path (the corpus CT has no bias field for the default n4); a later --method wins
+    return ["adapt", "-i", str(inp), "-o", str(t / "out"), *TINY, "--method", "tent", "--adapt-steps", "1", *extra]
 
 
 def train(t: Path, r: Resources, data: Path, *extra: str) -> list[str]:

@@ -43,6 +43,7 @@ from monai.transforms import (
     Transform,
 )
 
+from .correction import InputCorrection, IntensityCorrectiond
 from .loading import LoadViewd, LoadVolumed
 from .spec import DatasetSpec
 
@@ -250,7 +251,13 @@ class CheckResampledSized(MapTransform):
         return d
 
 
-def _base(spec: DatasetSpec, keys: list[str], series_uid: str | None = None, inference: bool = False) -> list:
+def _base(
+    spec: DatasetSpec,
+    keys: list[str],
+    series_uid: str | None = None,
+    inference: bool = False,
+    correction: InputCorrection | None = None,
+) -> list:
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     steps: list = [load_transform(spec, keys, series_uid, inference), EnsureChannelFirstd(keys)]
     if "label" in keys and spec.regions:
@@ -259,6 +266,8 @@ def _base(spec: DatasetSpec, keys: list[str], series_uid: str | None = None, inf
     if spec.target_spacing is not None:
         steps.append(CheckResampledSized("image", spec.target_spacing))
         steps.append(Spacingd(keys, pixdim=spec.target_spacing, mode=modes))
+    if correction is not None:
+        steps.append(IntensityCorrectiond("image", correction))
     steps.append(intensity_transform(spec))
     return steps
 
@@ -309,10 +318,13 @@ def val_transforms(spec: DatasetSpec) -> Compose:
     return Compose(_base(spec, keys) + [EnsureTyped(keys)])
 
 
-def infer_transforms(spec: DatasetSpec, series_uid: str | None = None) -> Compose:
+def infer_transforms(
+    spec: DatasetSpec, series_uid: str | None = None, correction: InputCorrection | None = None
+) -> Compose:
     """Inference pipeline for images alone (any format the data layer reads; ``series_uid`` picks one series of
-    a DICOM folder holding several); invert predictions with :func:`invert_transforms`."""
-    return Compose(_base(spec, ["image"], series_uid, inference=True) + [EnsureTyped("image")])
+    a DICOM folder holding several; ``correction``, N4 or histogram matching, runs on the raw intensities just
+    before the normalisation); invert predictions with :func:`invert_transforms`."""
+    return Compose(_base(spec, ["image"], series_uid, inference=True, correction=correction) + [EnsureTyped("image")])
 
 
 def invert_transforms(infer: Compose, keys: KeysCollection = "pred", nearest: bool = False) -> Invertd:

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..data.correction import InputCorrection
 from ..data.errors import DataError
 from ..data.loading import run_pipeline
 from ..data.outputs import check_outputs
@@ -90,6 +91,8 @@ class Predictor:
             probabilities; both agree where the model grid is the input grid).
         memory_budget_gb: bound on the sliding-window accumulator, GiB (2).
         compile: run the model through ``torch.compile`` (``True``, or a backend name).
+        correction: an input-side intensity correction run on each volume before its normalisation
+            (:class:`medswin.data.correction.InputCorrection`: N4 bias-field correction or histogram matching).
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Predictor:
         streaming: bool | None = None,
         memory_budget_gb: float = 2.0,
         compile: bool | str = False,
+        correction: InputCorrection | None = None,
     ) -> None:
         if model_kind(model) != "volume":
             raise ValueError(f"{type(model).__name__} takes two X-ray views: use BiplanarPredictor")
@@ -136,6 +140,9 @@ class Predictor:
             else int(sw_batch_size)
         )
         self.streaming, self.memory_budget_gb, self.compile = streaming, float(memory_budget_gb), compile
+        if correction is not None and spec.is_ct and correction.method.startswith("n4"):
+            raise ValueError(f"dataset {spec.name!r} is CT (HU, no bias field): N4 correction is for MRI")
+        self.correction = correction
         self.engine()  # validates the engine options
         self.runner()  # ... and the precision policy on this device
         if adapter is not None:
@@ -217,7 +224,7 @@ class Predictor:
 
         paths = [Path(p) for p in ([image_path] if isinstance(image_path, (str, os.PathLike)) else image_path)]
         source = str(paths[0]) if len(paths) == 1 else str(paths[0].parent)
-        pipeline = infer_transforms(self.spec, series_uid)
+        pipeline = infer_transforms(self.spec, series_uid, self.correction)
         data = run_pipeline(pipeline, {"image": [str(p) for p in paths]}, source)
         if not torch.isfinite(data["image"]).all():
             raise DataError(source, "image contains NaN/inf voxels after resampling")
