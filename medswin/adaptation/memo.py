@@ -13,14 +13,11 @@ each averaged region probability / ln 2).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
 
 import torch
-from torch import nn
 
 from ..inference.sliding_window import WindowPlan
-from .base import EntropyAdapter
+from .tent import Tent
 
 FLIP_VIEWS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))  # flipped dims of (B, K, D, H, W)
 
@@ -38,40 +35,18 @@ def marginal_entropy(probabilities: torch.Tensor, sigmoid: bool = False) -> torc
     return -(p * p.log()).sum(1) / math.log(p.shape[1])
 
 
-class Memo(EntropyAdapter):
+class Memo(Tent):
     """MEMO: entropy of the flip-averaged prediction of each window (see the module docstring).
 
         adapter = Memo(model, steps=1, lr=1e-4)
         predictor = Predictor(model, spec, adapter=adapter)
 
-    Arguments as :class:`~medswin.adaptation.EntropyAdapter` (Adam lr 1e-4, 1 step, 8 windows per step by
-    default); each window costs ``len(FLIP_VIEWS)`` forward and backward passes.
+    Arguments and defaults as :class:`~medswin.adaptation.Tent` (Adam lr 1e-4 or SGD lr 1e-3, 1 step, 8
+    windows per step); only the loss differs, and each window costs ``len(FLIP_VIEWS)`` forward and backward
+    passes.
     """
 
     method = "memo"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        steps: int = 1,
-        lr: float = 1e-4,
-        *,
-        optimizer: str = "adam",
-        episodic: bool = True,
-        params: str | Sequence[str] = "encoder-norms",
-        max_patches: int | None = 8,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            model,
-            steps=steps,
-            lr=lr,
-            optimizer=optimizer,
-            episodic=episodic,
-            params=params,
-            max_patches=max_patches,
-            **options,
-        )
 
     def _step(
         self, image: torch.Tensor, plan: WindowPlan, counted: torch.Tensor, generator: torch.Generator
