@@ -41,6 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     x2s.add_argument("--perspective", action="store_true")
     x2s.set_defaults(func=run_prepare_x2s)
 
+    plan = data_sub.add_parser(
+        "plan", help="fingerprint a dataset folder and plan spacing, roi (measured), normalisation and epochs"
+    )
+    plan.add_argument("path", help="dataset folder (Decathlon, nnU-Net, BraTS, BTCV or flat layout)")
+    plan.add_argument("--name", required=True, help="the datasets.yaml entry to write")
+    plan.add_argument(
+        "--out", required=True, help="plan folder: fingerprint.json, datasets.yaml, train.yaml, plan.json"
+    )
+    plan.add_argument("--model", default="swin_unetr_tiny", help="registered 3D model (swin_unetr_tiny)")
+    plan.add_argument("--memory-gb", type=float, default=8.0, help="memory one training step may take (8)")
+    plan.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the trial steps run (cpu)")
+    plan.add_argument("--budget-hours", type=float, default=12.0, help="training time the epochs are fitted to (12)")
+    plan.add_argument("--modality", type=str.upper, choices=["CT", "MRI"], help="default: guessed from the intensities")
+    plan.add_argument("--layout", choices=LAYOUTS, help="the folder's layout (default: detected)")
+    plan.add_argument("--workers", type=int, help="processes reading the cases (default: up to 4)")
+    plan.add_argument("--explain", action="store_true", help="print each decision with the number it came from")
+    plan.set_defaults(func=run_plan)
+
     prep = data_sub.add_parser("prepare", help="build a dataset offline (mni-tissue: the real demo data)")
     prep.add_argument("name", choices=["mni-tissue"])
     prep.add_argument("out", help="output folder (mni-tissue-1mm/ and mni-tissue-2mm/ are created inside)")
@@ -68,6 +86,38 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_dataset(args.path, spec, args.layout)
     print(report.text())
     return 0 if report.ok else 1
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """Fingerprint, plan, write the plan folder; print where it went (and the decisions with ``--explain``)."""
+    import logging
+
+    from ..data.fingerprint import fingerprint_dataset
+    from ..data.outputs import check_outputs
+    from ..training.plan import explain, make_plan, write_plan
+
+    if args.memory_gb <= 0 or args.budget_hours <= 0:
+        raise ValueError("--memory-gb and --budget-hours must be positive")
+    check_outputs([args.out], [], [args.path])
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device here (plan on the machine that will train)")
+    logging.getLogger("medswin").setLevel(logging.INFO)
+    fingerprint = fingerprint_dataset(args.path, args.layout, args.workers)
+    plan = make_plan(fingerprint, args.name, args.model, args.memory_gb, args.device, args.budget_hours, args.modality)
+    written = write_plan(plan, fingerprint, args.out)
+    if args.explain:
+        print(explain(plan))
+    if fingerprint["failed"]:
+        print(f"{len(fingerprint['failed'])} case(s) could not be read and were left out:")
+        for f in fingerprint["failed"]:
+            print(f"  {f['case']}: {f['error']}")
+    for path in written:
+        print(path)
+    print(f"train with: medswin train --plan {args.out}")
+    return 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import yaml
 
@@ -18,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     p = sub.add_parser("train", help="train a model (single process or torchrun --nproc_per_node=N -m medswin train)")
     p.add_argument("--config", help="YAML with any TrainConfig keys; flags below override it")
+    p.add_argument("--plan", metavar="DIR", help="a medswin data plan folder (its train.yaml; flags override it)")
     p.add_argument("--dataset", help="dataset name in the registry (datasets.yaml / --datasets)")
     p.add_argument("--data", help="dataset folder")
     p.add_argument("--layout", choices=LAYOUTS, help="the folder's layout (default: the entry's, else detected)")
@@ -89,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         "model_kwargs": parse_model_args(args.model_arg) or None,
         "encoder_weights": args.encoder_weights,
     }
+    if args.plan:
+        if args.config:
+            raise ValueError("--plan is a config (DIR/train.yaml): give --plan or --config, not both")
+        args.config = str(Path(args.plan) / "train.yaml")
+        if not Path(args.config).is_file():
+            raise ValueError(f"--plan {args.plan}: no train.yaml there (write one with medswin data plan)")
     config = TrainConfig.from_yaml(args.config, overrides)
     if not config.dataset:
         raise ValueError("no dataset: pass --dataset NAME (or set 'dataset' in --config); see medswin data datasets")
