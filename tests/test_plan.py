@@ -7,13 +7,22 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from medswin.cli import main
 from medswin.data.fingerprint import fingerprint_dataset
 from medswin.data.io import write_nifti
 from medswin.data.synthetic import make_phantom
-from medswin.training.plan import PlanError, fit_roi, make_plan, measure_step, plan_spacing, roi_candidates
+from medswin.training.plan import (
+    PlanError,
+    fit_roi,
+    make_plan,
+    measure_step,
+    plan_spacing,
+    plan_strides,
+    roi_candidates,
+)
 
 
 def _dataset(root, spacings, shape=(40, 40, 24), modality="mri", corrupt: int = 0):
@@ -29,7 +38,7 @@ def _dataset(root, spacings, shape=(40, 40, 24), modality="mri", corrupt: int = 
     return root
 
 
-def _linear_memory(entry, model, roi):
+def _linear_memory(entry, model, roi, model_kwargs=None):
     """A stand-in for the measured step: 1 GB per million voxels of the roi (for the rule tests)."""
     voxels = float(np.prod(roi))
     return {"peak_gb": voxels / 1e6, "seconds_per_step": voxels / 1e6}
@@ -42,6 +51,26 @@ def test_spacing_rules_isotropic_anisotropic_and_mixed():
     assert target == [0.7, 0.7, 3.5] and "10th percentile" in why
     target, _ = plan_spacing([(0.8, 0.8, 1.0), (1.0, 1.0, 1.2), (0.9, 0.7, 1.1)])  # mixed, isotropic rule
     assert target == [0.9, 0.8, 1.1]
+
+
+def test_per_axis_strides_for_anisotropic_spacing():
+    assert plan_strides([1.0, 1.0, 1.0]) == [[2, 2, 2]] * 5
+    # 0.7 x 0.7 x 3.25: z waits twice (3.25 >= 2 x 0.7, then >= 2 x 1.4), then every axis halves
+    assert plan_strides([0.7, 0.7, 3.25]) == [[2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+
+
+def test_cswin_plan_takes_per_axis_strides(tmp_path):
+    root = _dataset(tmp_path / "ct", [(0.7, 0.7, 5.0)] * 2, shape=(96, 96, 12), modality="ct")
+    fp = fingerprint_dataset(root, workers=0, progress=False)
+    plan = make_plan(fp, "aniso", model="cswin_unet_tiny", memory_gb=0.5, measure=_linear_memory)
+    strides = plan["train"]["model_kwargs"]
+    assert strides == {"stem_stride": [2, 2, 1], "merge_strides": [[2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]}
+    roi = plan["entry"]["roi_size"]  # z: a multiple of 8 (2 x 2 x 2), x and y of 32
+    assert roi[0] % 32 == 0 and roi[1] % 32 == 0 and roi[2] % 8 == 0 and roi[2] < 32
+    from medswin.models import create_model
+
+    model = create_model("cswin_unet_tiny", in_channels=1, out_channels=3, **strides)
+    assert tuple(model(torch.zeros(1, 1, *roi)).shape) == (1, 3, *roi)
 
 
 def test_roi_follows_the_median_shape_and_the_divisor():

@@ -13,6 +13,10 @@ The rules (README "Plan your dataset" sets them beside nnU-Net's):
 * normalisation: CT: clip to the foreground 0.5 / 99.5 percentiles, then z-score with the foreground mean /
   std (one linear map, the ``ct`` window with ``b_min`` / ``b_max``); MRI: per-channel z-score over the
   nonzero voxels;
+* per-axis strides, for models that take them (CSwin UNet's ``stem_stride`` / ``merge_strides``): at each of
+  the model's downsamplings an axis more than twice as coarse as the finest one keeps stride 1 until the
+  others catch up (nnU-Net's rule for its pooling), so a 0.7 x 0.7 x 3.25 mm grid is pooled (2, 2, 1) twice
+  and then isotropically;
 * sliding windows: overlap 0.5; the number of epochs of 250 steps that fit ``budget_hours`` at the measured
   step time.
 """
@@ -61,6 +65,23 @@ def plan_spacing(spacings: Sequence[Sequence[float]]) -> tuple[list[float], str]
         f"median spacing {fmt(median)} mm is anisotropic (largest / smallest {ratio:.2f} > {ANISOTROPY}): axis {axis} "
         f"takes the 10th percentile of its spacings, {target[axis]:.4g} mm (nnU-Net's rule)"
     )
+
+
+def plan_strides(spacing: Sequence[float], downsamplings: int = 5) -> list[list[int]]:
+    """Per-axis strides of each downsampling: 2, except on an axis more than twice as coarse as the finest one.
+
+    Args:
+        spacing: the target spacing (mm per voxel).
+        downsamplings: how many times the model halves its grid (stem + merges).
+    """
+    current = [float(s) for s in spacing]
+    strides = []
+    for _ in range(downsamplings):
+        finest = min(current)
+        step = [2 if s < 2 * finest else 1 for s in current]
+        strides.append(step)
+        current = [s * k for s, k in zip(current, step)]
+    return strides
 
 
 def fmt(values: Sequence[float]) -> str:
@@ -129,12 +150,13 @@ def _trial(args: tuple) -> dict[str, float]:
     from .losses import make_loss
     from .probe import training_step
 
-    spec_entry, model_name, roi, batch, amp, device = args
+    spec_entry, model_name, roi, batch, amp, device, model_kwargs = args
     torch.manual_seed(0)
     spec = parse_spec("plan", spec_entry)
     device = torch.device(device)
     base = _current_rss()  # the peak below is the high-water mark, measured from what the process holds now
-    model = create_model(model_name, in_channels=spec.num_channels, out_channels=spec.out_channels).to(device).train()
+    model = create_model(model_name, in_channels=spec.num_channels, out_channels=spec.out_channels, **model_kwargs)
+    model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = make_loss(spec, model)
     image = torch.randn(batch, spec.num_channels, *roi, device=device)
@@ -160,6 +182,7 @@ def measure_step(
     batch: int = PATCHES_PER_STEP,
     amp: str = "auto",
     device: str = "cpu",
+    model_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Peak memory (GiB) and seconds of one training step of ``model`` at ``roi`` x ``batch``, measured in a
     fresh process (so that the peak RSS is this step's alone; on CUDA the peak allocation).
@@ -171,10 +194,11 @@ def measure_step(
         batch: patches per step.
         amp: the precision policy.
         device: ``"cpu"`` or ``"cuda"``.
+        model_kwargs: options for :func:`medswin.models.create_model` (e.g. planned strides).
     """
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        result = pool.apply(_trial, ((spec_entry, model, list(roi), batch, amp, device),))
+        result = pool.apply(_trial, ((spec_entry, model, list(roi), batch, amp, device, model_kwargs or {}),))
     return {k: round(v, 3) for k, v in result.items()}
 
 
@@ -262,10 +286,11 @@ def make_plan(
         device: where the trial steps run (``"cpu"`` / ``"cuda"``).
         budget_hours: training time the epochs are fitted to.
         modality: ``"CT"`` / ``"MRI"`` (default: the fingerprint's guess).
-        measure: ``(entry, model, roi) -> {"peak_gb", "seconds_per_step"}`` (default :func:`measure_step`).
+        measure: ``(entry, model, roi, model_kwargs) -> {"peak_gb", "seconds_per_step"}`` (default
+            :func:`measure_step`).
     """
     from ..data.formats import volume_ending
-    from ..models import get_entry, model_info
+    from ..models import get_entry, valid_kwargs
 
     cases = fingerprint["cases"]
     if not cases:
@@ -306,16 +331,23 @@ def make_plan(
         "target_spacing": target,
         "normalization": normalization,
     }
-    info = model_info(model, in_channels=len(channel_names), out_channels=len(labels))
-    divisor = info["size_divisor"]
-    divisor = list(divisor) if isinstance(divisor, Sequence) else [int(divisor)] * 3
-    candidates = [r for r in roi_candidates(shape, divisor, divisor) if _model_takes(model, len(channel_names), r)]
+    model_kwargs: dict[str, Any] = {}
+    if "merge_strides" in valid_kwargs(model) and "stem_stride" in valid_kwargs(model):
+        strides = plan_strides(target)
+        if any(s != [2, 2, 2] for s in strides):
+            model_kwargs = {"stem_stride": strides[0], "merge_strides": strides[1:]}
+            decide("model_kwargs", model_kwargs, f"per-axis strides for the target spacing {fmt(target)} mm")
+    net = _meta_model(model, len(channel_names), model_kwargs)
+    rule = getattr(net, "size_rule", None)
+    divisor = getattr(rule, "divisor", None) or getattr(net, "size_divisor", 1)
+    divisor = [int(d) for d in divisor] if isinstance(divisor, Sequence) else [int(divisor)] * 3
+    candidates = [r for r in roi_candidates(shape, divisor, divisor) if _takes(net, r)]
     if not candidates:
         raise PlanError(f"no roi of the median shape {shape}'s aspect suits {model} (size divisor {divisor})")
-    measure = measure or (lambda e, m, r: measure_step(e, m, r, device=device))
+    measure = measure or (lambda e, m, r, k: measure_step(e, m, r, device=device, model_kwargs=k))
 
     def fits(roi: list[int]) -> dict[str, Any]:
-        result = measure(entry, model, roi)
+        result = measure(entry, model, roi, model_kwargs)
         return {**result, "fits": result["peak_gb"] <= memory_gb}
 
     roi, trials = fit_roi(
@@ -354,6 +386,8 @@ def make_plan(
         "device": device,
         "out": f"runs/{name}",
     }
+    if model_kwargs:
+        train["model_kwargs"] = model_kwargs
     return {
         "name": name,
         "entry": entry,
@@ -364,14 +398,20 @@ def make_plan(
     }
 
 
-def _model_takes(model: str, channels: int, roi: Sequence[int]) -> bool:
-    """Whether ``model`` takes ``roi`` (its size rule: divisor, and a bottleneck InstanceNorm can normalise)."""
+def _meta_model(model: str, channels: int, model_kwargs: dict[str, Any]) -> Any:
+    """``model`` built on the meta device (no weights): its size rule."""
     import torch
 
-    from ..models import check_roi, create_model
+    from ..models import create_model
 
     with torch.device("meta"):
-        net = create_model(model, in_channels=channels, out_channels=2)
+        return create_model(model, in_channels=channels, out_channels=2, **model_kwargs)
+
+
+def _takes(net: Any, roi: Sequence[int]) -> bool:
+    """Whether the model takes ``roi`` (its size rule: divisor, and a bottleneck InstanceNorm can normalise)."""
+    from ..models import check_roi
+
     try:
         check_roi(net, roi)
     except ValueError:
