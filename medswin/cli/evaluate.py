@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data.formats import VOLUME_ENDINGS
+from ..evaluation.lesionwise import CHALLENGES, DEFAULT_CHALLENGE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--brats", dest="brats", action="store_true", default=None, help="BraTS conventions (HD95 373.13 for empty)"
     )
     brats.add_argument("--no-brats", dest="brats", action="store_false")
+    lesions = p.add_mutually_exclusive_group()
+    lesions.add_argument(
+        "--lesion-wise",
+        nargs="?",
+        const="BraTS-GLI",
+        choices=sorted(CHALLENGES),
+        help="BraTS 2023+ lesion-wise Dice / HD95 and lesion counts per region, with the challenge's dilation and "
+        "volume threshold (BraTS-GLI; default on for brats2023)",
+    )
+    lesions.add_argument("--no-lesion-wise", dest="lesion_wise", action="store_false")
     p.set_defaults(func=run)
 
 
@@ -46,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     spec = get_dataset_spec(args.dataset, args.datasets)
     pairs = match_cases(args.pred, args.gt)
-    rows = evaluate_pairs(pairs, spec, nsd_tolerance_mm=args.nsd_tolerance, brats=args.brats)
+    lesion_wise = DEFAULT_CHALLENGE.get(spec.name) if args.lesion_wise is None else (args.lesion_wise or None)
+    rows = evaluate_pairs(pairs, spec, nsd_tolerance_mm=args.nsd_tolerance, brats=args.brats, lesion_wise=lesion_wise)
     out = Path(args.out) if args.out else Path(args.pred).resolve().parent / "evaluation"
     images = find_images(args.images, [c for c, _, _ in pairs]) if args.images else None
     written = write_report(rows, spec, out, images=images)

@@ -342,8 +342,13 @@ def evaluate_pairs(
     spec: DatasetSpec,
     nsd_tolerance_mm: float = 1.0,
     brats: bool | None = None,
+    lesion_wise: str | None = None,
 ) -> list[dict[str, Any]]:
     """Score every ``(case, pred_path, gt_path)``: one row per case and class (or BraTS region).
+
+    ``lesion_wise``: a BraTS challenge (``"BraTS-GLI"``, ... :data:`medswin.evaluation.lesionwise.CHALLENGES`):
+    each region's row also gets the lesion-wise Dice / HD95 and lesion counts (``lesion_dice``,
+    ``lesion_hd95``, ``lesion_tp``, ``lesion_fn``, ``lesion_fp``); needs a spec with regions.
 
     Each file is loaded with :func:`~medswin.data.io.load_volume` and must be a single-channel label
     map with ``spec``'s label values; prediction and truth must share the grid (shape and affine,
@@ -359,6 +364,8 @@ def evaluate_pairs(
 
     if brats is None:
         brats = bool(spec.regions)
+    if lesion_wise and not spec.regions:
+        raise ValueError(f"lesion-wise metrics score BraTS regions; dataset {spec.name!r} defines none")
     classes = {name: value for name, value in spec.labels.items() if value != 0}
     rows: list[dict[str, Any]] = []
     for index, (case, pred_path, gt_path) in enumerate(pairs, 1):
@@ -382,8 +389,15 @@ def evaluate_pairs(
             nsd_tolerance_mm=nsd_tolerance_mm,
             brats=brats,
         )
+        lesions = {}
+        if lesion_wise:
+            from .lesionwise import lesion_wise_case
+
+            lesions = lesion_wise_case(pred.array[0], gt.array[0], gt.spacing, spec.regions, lesion_wise)
         for name, values in scores.items():
             row = {"case": str(case), "class": name, **values, "pred_path": str(pred_path), "gt_path": str(gt_path)}
+            if name in lesions:
+                row.update({k: v for k, v in lesions[name].items() if k != "lesions"})
             rows.append(row)
         log.info(
             "[%d/%d] %s: %s",

@@ -43,6 +43,14 @@ __all__ = ["CSV_COLUMNS", "SUMMARY_METRICS", "markdown_table", "summarize", "wri
 
 CSV_COLUMNS = ("case", "class", *METRIC_KEYS)
 SUMMARY_METRICS = ("dice", "hd95", "nsd", "centroid_error_mm", "identified")
+LESION_COLUMNS = ("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fn", "lesion_fp")
+
+
+def _lesion_wise(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the rows carry BraTS lesion-wise scores (``evaluate_pairs(..., lesion_wise=...)``)."""
+    return any("lesion_dice" in row for row in rows)
+
+
 # overlay colours per label (RGB), in the order of the spec's foreground labels
 _PALETTE = (
     (0.90, 0.10, 0.10),
@@ -106,14 +114,18 @@ def summarize(rows: Sequence[Mapping[str, Any]], spec: DatasetSpec) -> dict[str,
     per_class: dict[str, dict[str, Any]] = {}
     for name in order:
         mine = [row for row in rows if str(row["class"]) == name]
-        per_class[name] = {metric: _stats([row.get(metric) for row in mine]) for metric in SUMMARY_METRICS}
+        metrics = SUMMARY_METRICS + (LESION_COLUMNS if _lesion_wise(rows) else ())
+        per_class[name] = {metric: _stats([row.get(metric) for row in mine]) for metric in metrics}
+        if _lesion_wise(rows):  # lesion counts: totals over the cases as well
+            for key in LESION_COLUMNS[2:]:
+                per_class[name][key]["total"] = int(sum(row.get(key, 0) for row in mine))
     summary: dict[str, Any] = {
         "dataset": spec.name,
         "num_cases": len({str(row["case"]) for row in rows}),
         "classes": order,
         "per_class": per_class,
     }
-    for metric in SUMMARY_METRICS:
+    for metric in SUMMARY_METRICS + (LESION_COLUMNS[:2] if _lesion_wise(rows) else ()):
         means = [per_class[name][metric]["mean"] for name in order if per_class[name][metric]["mean"] is not None]
         summary[f"mean_{metric}"] = float(np.mean(means)) if means else None
     return summary
@@ -129,8 +141,12 @@ def markdown_table(summary: Mapping[str, Any], centroids: bool = False) -> str:
     centroid L-error (mm) and the ID rate (share of structures found within 20 mm), for Swin-X2S."""
     header = "| class | Dice mean ± std | HD95 mean (mm) | NSD mean |"
     rule = "|---|---|---|---|"
+    lesions = "lesion_dice" in summary["per_class"][summary["classes"][0]] if summary["classes"] else False
     if centroids:
         header, rule = header + " centroid error (mm) | ID rate |", rule + "---|---|"
+    if lesions:
+        header += " lesion-wise Dice | lesion-wise HD95 (mm) | lesions TP / FN / FP |"
+        rule += "---|---|---|"
     lines = [header, rule]
     for name in summary["classes"]:
         stats = summary["per_class"][name]
@@ -139,10 +155,15 @@ def markdown_table(summary: Mapping[str, Any], centroids: bool = False) -> str:
         line = f"| {name} | {dice_text} | {_fmt(stats['hd95']['mean'], 2)} | {_fmt(stats['nsd']['mean'], 4)} |"
         if centroids:
             line += f" {_fmt(stats['centroid_error_mm']['mean'], 2)} | {_fmt(stats['identified']['mean'], 3)} |"
+        if lesions:
+            counts = " / ".join(str(stats[k]["total"]) for k in ("lesion_tp", "lesion_fn", "lesion_fp"))
+            line += f" {_fmt(stats['lesion_dice']['mean'], 4)} | {_fmt(stats['lesion_hd95']['mean'], 2)} | {counts} |"
         lines.append(line)
     means = [_fmt(summary["mean_dice"], 4), _fmt(summary["mean_hd95"], 2), _fmt(summary["mean_nsd"], 4)]
     if centroids:
         means += [_fmt(summary["mean_centroid_error_mm"], 2), _fmt(summary["mean_identified"], 3)]
+    if lesions:
+        means += [_fmt(summary["mean_lesion_dice"], 4), _fmt(summary["mean_lesion_hd95"], 2), ""]
     lines.append("| **mean** | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
@@ -163,9 +184,18 @@ def _write_text(path: Path, text: str) -> Path:
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    columns = CSV_COLUMNS + (LESION_COLUMNS if _lesion_wise(rows) else ())
+
+    def cell(row: Mapping[str, Any], key: str) -> str:
+        if key in ("case", "class"):
+            return row[key]
+        if key not in row:  # a class without lesion-wise scores
+            return ""
+        return str(row[key]) if key in LESION_COLUMNS[2:] else repr(float(row[key]))
+
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([row[key] if key in ("case", "class") else repr(float(row[key])) for key in CSV_COLUMNS])
+        writer.writerow([cell(row, key) for key in columns])
     return buffer.getvalue()
 
 
