@@ -12,8 +12,12 @@ from ..evaluation.lesionwise import CHALLENGES, DEFAULT_CHALLENGE
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` subcommand."""
     p = sub.add_parser("evaluate", help="score predictions against ground truth (CSV, JSON, Markdown, PNG report)")
-    p.add_argument("--pred", required=True, help="folder of predicted label maps (named like the ground truth)")
-    p.add_argument("--gt", required=True, help="folder of ground-truth label maps")
+    p.add_argument(
+        "--pred",
+        required=True,
+        help="folder of predicted label maps (named by case: img0061, case_labels ... pair too)",
+    )
+    p.add_argument("--gt", required=True, help="folder of ground-truth label maps, or the dataset folder (any layout)")
     p.add_argument("--dataset", required=True, help="dataset name (labels, BraTS regions)")
     p.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
     p.add_argument("--out", help="report folder (default: PRED/../evaluation)")

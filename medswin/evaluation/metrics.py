@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,18 +292,72 @@ def _list_cases(folder: Path, what: str) -> dict[str, Path]:
     return cases
 
 
-def match_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    """Pair predictions with ground truths by file name: ``[(case, pred_path, gt_path), ...]`` sorted by case.
+_PAIRING_SUFFIXES = ("_labels", "_label", "-seg", "_seg")  # Swin-X2S predictions; BraTS label files
+_BTCV_NAME = re.compile(r"(?:img|label)(\d+)")
 
-    The case id is the file name without ``.nii.gz`` / ``.nii`` / ``.nrrd`` / ``.mha`` (so a ``.nrrd``
-    prediction matches a ``.nii.gz`` truth); names must otherwise match exactly (nnU-Net's ``_0000``
-    channel suffix belongs to images, never to label files).  Hidden files and other file types are
-    skipped.  A ground-truth case without a prediction raises :class:`DataError` naming the missing
-    file(s); predictions without a ground truth are ignored with a warning.
+
+def pairing_key(case: str) -> str:
+    """The key a prediction and its ground truth share when their names differ by layout convention:
+    ``img0061`` / ``label0061`` (BTCV) -> ``0061``; ``{case}_labels`` (Swin-X2S predictions) and
+    ``{case}-seg`` (BraTS label files) -> ``{case}``; any other name is its own key.
+
+    Args:
+        case: a file name without its ending, or a case id.
+    """
+    for suffix in _PAIRING_SUFFIXES:
+        if case.endswith(suffix) and len(case) > len(suffix):
+            case = case[: -len(suffix)]
+            break
+    match = _BTCV_NAME.fullmatch(case)
+    return match.group(1) if match else case
+
+
+def _ground_truth_cases(gt_dir: Path) -> dict[str, Path]:
+    """``{case: label file}`` of a folder of label files, or of a dataset folder in any layout the data layer
+    reads (its cases with a label file, every section)."""
+    if not gt_dir.is_dir():
+        return _list_cases(gt_dir, "ground-truth")  # raises, naming the problem
+    direct = _list_cases(gt_dir, "ground-truth")
+    if direct:
+        return direct
+    from ..data.datalist import build_datalist
+
+    try:
+        sections = build_datalist(gt_dir)
+    except DataError:
+        return direct  # neither label files nor a dataset: "no ground-truth files" below
+    return {
+        str(item["case"]): Path(item["label"])
+        for items in sections.values()
+        for item in items
+        if item.get("label") and Path(item["label"]).is_file()
+    }
+
+
+def match_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """Pair predictions with ground truths: ``[(case, pred_path, gt_path), ...]`` sorted by case.
+
+    ``gt_dir`` is a folder of label files or a dataset folder (BTCV, nnU-Net, BraTS, Decathlon, flat,
+    biplanar: the cases the data layer finds there, with their label files).  A prediction pairs with the
+    ground-truth case of the same id -- the file name without ``.nii.gz`` / ``.nii`` / ``.nrrd`` / ``.mha`` --
+    or, failing that, of the same :func:`pairing_key` when exactly one prediction has it (``img0061`` with
+    ``label0061``, ``{case}_labels`` with ``{case}``).  nnU-Net's ``_0000`` channel suffix belongs to images,
+    never to label files.  Hidden files and other file types are skipped.  A ground-truth case without a
+    prediction raises :class:`DataError` naming the missing file(s); predictions without a ground truth are
+    ignored with a warning.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    gts = _list_cases(gt_dir, "ground-truth")
+    gts = _ground_truth_cases(gt_dir)
     preds = _list_cases(pred_dir, "prediction")
+    by_key: dict[str, list[str]] = {}
+    for case in preds:
+        by_key.setdefault(pairing_key(case), []).append(case)
+    aliases = {}  # ground-truth case -> the prediction it pairs with under another name
+    for case in gts:
+        if case not in preds and len(by_key.get(pairing_key(case), [])) == 1:
+            aliases[case] = by_key[pairing_key(case)][0]
+    for case, name in aliases.items():  # the prediction now answers to its ground truth's id
+        preds[case] = preds.pop(name) if name not in gts else preds[name]
     if not gts:
         raise DataError(gt_dir, f"no ground-truth files ({', '.join(VOLUME_ENDINGS)}) in this folder")
     missing = [case for case in gts if case not in preds]
