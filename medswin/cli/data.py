@@ -90,8 +90,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_plan(args: argparse.Namespace) -> int:
     """Fingerprint, plan, write the plan folder; print where it went (and the decisions with ``--explain``)."""
-    import logging
-
     from ..data.fingerprint import fingerprint_dataset
     from ..data.outputs import check_outputs
     from ..training.plan import explain, make_plan, write_plan
@@ -104,7 +102,6 @@ def run_plan(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device here (plan on the machine that will train)")
-    logging.getLogger("medswin").setLevel(logging.INFO)
     fingerprint = fingerprint_dataset(args.path, args.layout, args.workers)
     plan = make_plan(fingerprint, args.name, args.model, args.memory_gb, args.device, args.budget_hours, args.modality)
     written = write_plan(plan, fingerprint, args.out)

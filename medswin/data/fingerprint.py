@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .datalist import build_datalist, read_json
+from .formats import volume_ending
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ def fingerprint_dataset(
 ) -> dict[str, Any]:
     """Fingerprint every training case of ``root`` (any layout the data layer reads) in ``workers`` processes.
 
-    Returns ``{"root", "layout", "num_cases", "cases": [...], "failed": [{"case", "error"}], "modality",
-    "labels", "channels"}``.
+    Returns ``{"root", "layout", "file_ending", "num_cases", "cases": [...], "failed": [{"case", "error"}],
+    "modality", "labels", "channels"}``.
 
     Args:
         root: the dataset folder.
@@ -161,6 +162,7 @@ def fingerprint_dataset(
     return {
         "root": str(root),
         "layout": layout,
+        "file_ending": volume_ending(Path(items[0]["image"][0]).name) if items else None,
         "num_cases": len(items),
         "cases": cases,
         "failed": failed,

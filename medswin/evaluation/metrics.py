@@ -315,9 +315,7 @@ def pairing_key(case: str) -> str:
 def _ground_truth_cases(gt_dir: Path) -> dict[str, Path]:
     """``{case: label file}`` of a folder of label files, or of a dataset folder in any layout the data layer
     reads (its cases with a label file, every section)."""
-    if not gt_dir.is_dir():
-        return _list_cases(gt_dir, "ground-truth")  # raises, naming the problem
-    direct = _list_cases(gt_dir, "ground-truth")
+    direct = _list_cases(gt_dir, "ground-truth")  # raises for a missing folder, naming it
     if direct:
         return direct
     from ..data.datalist import build_datalist
@@ -352,12 +350,10 @@ def match_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[
     by_key: dict[str, list[str]] = {}
     for case in preds:
         by_key.setdefault(pairing_key(case), []).append(case)
-    aliases = {}  # ground-truth case -> the prediction it pairs with under another name
-    for case in gts:
-        if case not in preds and len(by_key.get(pairing_key(case), [])) == 1:
-            aliases[case] = by_key[pairing_key(case)][0]
-    for case, name in aliases.items():  # the prediction now answers to its ground truth's id
-        preds[case] = preds.pop(name) if name not in gts else preds[name]
+    for case in gts:  # a prediction named otherwise answers to its ground truth's id when its key is unique
+        names = by_key.get(pairing_key(case), [])
+        if case not in preds and len(names) == 1 and names[0] in preds and names[0] not in gts:
+            preds[case] = preds.pop(names[0])
     if not gts:
         raise DataError(gt_dir, f"no ground-truth files ({', '.join(VOLUME_ENDINGS)}) in this folder")
     missing = [case for case in gts if case not in preds]

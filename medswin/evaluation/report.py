@@ -111,12 +111,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], spec: DatasetSpec) -> dict[str,
     if not rows:
         raise ValueError("no evaluation rows to summarise (no cases were evaluated)")
     order = _class_order(rows, spec)
+    lesions = _lesion_wise(rows)
+    metrics = SUMMARY_METRICS + (LESION_COLUMNS if lesions else ())
     per_class: dict[str, dict[str, Any]] = {}
     for name in order:
         mine = [row for row in rows if str(row["class"]) == name]
-        metrics = SUMMARY_METRICS + (LESION_COLUMNS if _lesion_wise(rows) else ())
         per_class[name] = {metric: _stats([row.get(metric) for row in mine]) for metric in metrics}
-        if _lesion_wise(rows):  # lesion counts: totals over the cases as well
+        if lesions:  # lesion counts: totals over the cases as well
             for key in LESION_COLUMNS[2:]:
                 per_class[name][key]["total"] = int(sum(row.get(key, 0) for row in mine))
     summary: dict[str, Any] = {
@@ -125,7 +126,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], spec: DatasetSpec) -> dict[str,
         "classes": order,
         "per_class": per_class,
     }
-    for metric in SUMMARY_METRICS + (LESION_COLUMNS[:2] if _lesion_wise(rows) else ()):
+    for metric in SUMMARY_METRICS + (LESION_COLUMNS[:2] if lesions else ()):
         means = [per_class[name][metric]["mean"] for name in order if per_class[name][metric]["mean"] is not None]
         summary[f"mean_{metric}"] = float(np.mean(means)) if means else None
     return summary

@@ -289,7 +289,6 @@ def make_plan(
         measure: ``(entry, model, roi, model_kwargs) -> {"peak_gb", "seconds_per_step"}`` (default
             :func:`measure_step`).
     """
-    from ..data.formats import volume_ending
     from ..models import get_entry, valid_kwargs
 
     cases = fingerprint["cases"]
@@ -317,16 +316,14 @@ def make_plan(
     normalization, why = plan_normalization(fingerprint, modality)
     decide("normalization", normalization, why)
     labels = fingerprint["labels"]
-    first = cases[0]
     root = Path(fingerprint["root"])
     channel_names = _channel_names(root, fingerprint["channels"], modality)
-    ending = volume_ending(_first_image(fingerprint)) or ".nii.gz"
     entry: dict[str, Any] = {
         "description": f"planned by medswin data plan from {len(cases)} cases of {root}",
         "task": "segmentation",
         "channel_names": channel_names,
         "labels": labels,
-        "file_ending": ending,
+        "file_ending": fingerprint.get("file_ending") or ".nii.gz",
         "layout": fingerprint["layout"],
         "target_spacing": target,
         "normalization": normalization,
@@ -394,7 +391,6 @@ def make_plan(
         "train": train,
         "decisions": decisions,
         "trials": trials,
-        "first_case": first["case"],
     }
 
 
@@ -417,13 +413,6 @@ def _takes(net: Any, roi: Sequence[int]) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _first_image(fingerprint: dict[str, Any]) -> str:
-    from ..data.datalist import build_datalist
-
-    items = build_datalist(fingerprint["root"], layout=fingerprint["layout"]).get("training", [])
-    return Path(items[0]["image"][0]).name if items else ""
 
 
 def _channel_names(root: Path, channels: int, modality: str) -> list[str]:
