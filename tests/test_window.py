@@ -103,3 +103,35 @@ def test_layout_built_in_inference_mode_serves_training():
     x = torch.randn(1, 6, 7, 9, 2, requires_grad=True)
     layout.to_windows(x).sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("grid, window, shift", [((5, 6, 7), (2, 3, 4), (1, 1, 2)), ((4, 4, 3), (2, 2, 2), (0, 0, 0))])
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_any_batch_layout_of_plain_ops_equals_the_batched_plan(grid, window, shift, version):
+    # export (plain ops) gathers each image with the one-image plan, so the batch can stay symbolic; the
+    # windows, their mask groups and the block's output are those of the batched plan
+    from medswin.layers import plain_ops
+    from medswin.layers.swin import SwinBlock3D
+    from medswin.layers.window import AnyBatchWindowLayout, get_window_layout
+
+    x = torch.randn(3, *grid, 12)
+    fused = get_window_layout(3, grid, window, shift, x.device)
+    with plain_ops():
+        plain = get_window_layout(3, grid, window, shift, x.device)
+    assert isinstance(plain, AnyBatchWindowLayout) and plain.image.batch == 1
+    assert [(g.start, g.stop, g.mask_index) for g in plain.groups] == [
+        (g.start, g.stop, g.mask_index) for g in fused.groups
+    ]
+    windows = plain.to_windows(x)
+    assert windows.shape == fused.to_windows(x).shape
+    torch.testing.assert_close(plain.from_windows(windows), x, rtol=0, atol=0)
+    for group in fused.groups:  # the same windows in each group, in another order inside it
+        a = fused.to_windows(x)[group.start : group.stop].flatten(1)
+        b = windows[group.start : group.stop].flatten(1)
+        assert torch.equal(a[a[:, 0].argsort()], b[b[:, 0].argsort()])
+    block = SwinBlock3D(12, 3, window, shift, attn_version=version).eval()
+    with torch.no_grad():
+        expected = block(x)
+        with plain_ops():
+            got = block(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .window import WindowLayout, relative_offsets, relative_position_index
+from .plain import use_plain_ops
+from .window import AnyBatchWindowLayout, WindowLayout, relative_offsets, relative_position_index
 
 
 # elements of the (chunk, heads, N, N) temporaries in the recomputing backward (~4 MB in fp32)
@@ -200,7 +201,7 @@ class WindowAttention3D(nn.Module):
         return torch.sign(d) * torch.log2(d.abs() + 1.0) / math.log2(8.0)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, windows: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor, layout: WindowLayout | AnyBatchWindowLayout) -> torch.Tensor:
         """Attend inside each window: ``(num_windows, N, C)`` -> ``(num_windows, N, C)``."""
         nw, n, c = windows.shape
         if self.version == "v1":
@@ -224,6 +225,7 @@ class WindowAttention3D(nn.Module):
             out = _attend(q, k, v, pos_bias, masks, layout.groups, sdpa_scale, self.attn_drop)
         elif (
             windows.device.type == "cpu"
+            and not use_plain_ops()  # export / tracing: SDPA with autograd's own backward
             and torch.is_grad_enabled()
             and any(t.requires_grad for t in (q, k, v, pos_bias))
         ):

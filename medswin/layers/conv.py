@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .norm import instance_norm_act
+from .plain import use_plain_ops
 
 
 class ChannelsLastConv3d(nn.Conv3d):
@@ -42,6 +43,7 @@ class ChannelsLastConv3d(nn.Conv3d):
             and self.padding_mode == "zeros"
             and not torch.is_autocast_enabled("cpu")
             and torch.backends.mkldnn.is_available()
+            and not use_plain_ops()  # export: the standard convolution op
         ):
             return torch.ops.aten.mkldnn_convolution(
                 x, self.weight, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups

@@ -25,12 +25,14 @@ Conventions (identical to MONAI's ``SwinUNETR`` so weights transfer):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .plain import use_plain_ops
 
@@ -260,7 +262,9 @@ class WindowLayout:
         """Shift masks ``(num_types, N, N)`` in ``dtype`` (0 within a region, -100 across)."""
         cached = self._mask_cache.get(dtype)
         if cached is None:
-            with torch.inference_mode(False):  # cached: must stay usable outside inference mode
+            # cached: must stay usable outside inference mode, and be real tensors even when first asked
+            # for while torch.export traces (a constant of the exported graph)
+            with torch.inference_mode(False), outside_tracing():
                 cached = self._mask_cache[dtype] = self._build_masks(dtype)
         return cached
 
@@ -299,17 +303,87 @@ class WindowLayout:
 @lru_cache(maxsize=256)
 def _cached_layout(batch, grid, window, shift, device_type, device_index) -> WindowLayout:
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
-    # cached tensors must be usable by autograd later, even if first built under inference_mode
-    with torch.inference_mode(False):
+    # cached tensors must be usable by autograd later, even if first built under inference_mode, and
+    # real (the plan's sizes are read from them) even when first built while torch.export traces
+    with torch.inference_mode(False), outside_tracing():
         return WindowLayout(batch, grid, window, shift, device)
 
 
+@contextmanager
+def outside_tracing() -> Iterator[None]:
+    """Build cached constants (gather plans, masks) as real tensors that no tracer records: neither
+    ``torch.export`` (fake tensors, whose sizes the plan could not read) nor ``torch.jit.trace`` (whose
+    graph would then hold the construction on the first call and a constant on the next)."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        with _disable_current_modes():
+            yield
+    finally:
+        torch._C._set_tracing_state(state)
+
+
 def get_window_layout(
-    batch: int, grid: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device
-) -> WindowLayout:
-    """Cached :class:`WindowLayout` for this (batch, grid, window, shift, device)."""
+    batch: int | torch.SymInt,
+    grid: Sequence[int],
+    window: Sequence[int],
+    shift: Sequence[int],
+    device: torch.device,
+) -> WindowLayout | AnyBatchWindowLayout:
+    """Cached :class:`WindowLayout` for this (batch, grid, window, shift, device).
+
+    In plain-ops mode (:mod:`.plain`: export) an :class:`AnyBatchWindowLayout` instead, whose gathers
+    do not depend on the batch size, so an exported graph takes any batch.
+    """
     device = torch.device(device)
-    return _cached_layout(int(batch), tuple(grid), tuple(window), tuple(shift), device.type, device.index)
+    key = (tuple(int(g) for g in grid), tuple(window), tuple(shift), device.type, device.index)
+    if use_plain_ops():
+        return AnyBatchWindowLayout(_cached_layout(1, *key), batch)
+    return _cached_layout(int(batch), *key)
+
+
+class AnyBatchWindowLayout:
+    """A one-image :class:`WindowLayout` applied to every image of a batch, in plain ops (for export).
+
+    The gathers index the token axis of ``(B, n_tokens, C)`` with the one-image plan, so they hold
+    for any ``B`` (a symbolic batch while ``torch.export`` traces).  Windows come out window-major,
+    ``(num_windows_per_image * B, N, C)``: a mask group ``[start, stop)`` of the one-image plan is
+    ``[start * B, stop * B)`` here, contiguous across the batch as the attention expects.  Same
+    attributes as :class:`WindowLayout` for what the attention reads (``window``, ``groups``, ``masks``).
+
+    Args:
+        image_layout: the plan for one image (``batch == 1``).
+        batch: the batch size ``B`` (an int, or a ``SymInt`` while exporting).
+    """
+
+    def __init__(self, image_layout: WindowLayout, batch: int | torch.SymInt) -> None:
+        if image_layout.batch != 1:
+            raise ValueError(f"AnyBatchWindowLayout needs a one-image layout, got batch {image_layout.batch}")
+        self.image = image_layout
+        self.batch = batch
+        self.grid, self.window, self.shift = image_layout.grid, image_layout.window, image_layout.shift
+        self.tokens_per_window = image_layout.tokens_per_window
+        self.groups = tuple(WindowGroup(g.start * batch, g.stop * batch, g.mask_index) for g in image_layout.groups)
+
+    def masks(self, dtype: torch.dtype) -> torch.Tensor:
+        """Shift masks ``(num_types, N, N)`` in ``dtype`` (those of the one-image plan)."""
+        return self.image.masks(dtype)
+
+    def to_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, *grid, C)`` -> windows ``(num_windows_per_image * B, N, C)``, window-major (padding rows zero)."""
+        b, c = x.shape[0], x.shape[-1]
+        rows = x.reshape(b, -1, c).index_select(1, self.image.index)
+        if self.image.zero_rows.numel():
+            rows = rows.index_fill(1, self.image.zero_rows, 0)
+        n = self.tokens_per_window
+        return rows.view(b, -1, n, c).transpose(0, 1).reshape(-1, n, c)
+
+    def from_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """Windows ``(num_windows_per_image * B, N, C)`` -> tokens ``(B, *grid, C)``; padding rows dropped."""
+        n, c = windows.shape[1], windows.shape[2]
+        per_image = self.image.windows_per_image
+        rows = windows.reshape(per_image, -1, n, c).transpose(0, 1).reshape(-1, per_image * n, c)
+        return rows.index_select(1, self.image.inverse).view(-1, *self.grid, c)
 
 
 def relative_position_index(window: Sequence[int]) -> torch.Tensor:
