@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test,demo,dicom,bundle
+EXTRAS ?= test,demo,dicom,bundle,onnx
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medswin-installed
 # what was installed: rewritten only when TORCH_SPEC or EXTRAS change, so that the stamp (and the

@@ -45,6 +45,7 @@ COMMANDS = (
     "data prepare-x2s",
     "bundle run",
     "bundle export",
+    "export",
 )
 KINDS = ("files", "headers", "content", "dicom", "labels", "configs", "checkpoints", "arguments")
 KIND_OUTCOMES = {
@@ -1096,6 +1097,60 @@ def _export_roi(t: Path, r: Resources) -> Run:
 
 def _export_missing(t: Path, r: Resources) -> Run:
     return Run(bundle_export(t, t / "models" / "model.pt"), [], t / "model.ts", ("no checkpoint at",), "model.pt")
+
+
+# --- ONNX: medswin export, and predict --model FILE.onnx ---------------------------------------------
+
+
+def onnx_export(t: Path, ckpt: Path, *extra: str, out: Path | None = None) -> list[str]:
+    return ["export", str(ckpt), "-o", str(out or t / "model.onnx"), *extra]
+
+
+def _onnx_export_ckpt(make: Callable[[Path, Resources], Path], *fragments: str) -> Callable:
+    """``medswin export`` of the checkpoint ``make(tmp, resources)`` builds: refused naming it."""
+
+    def build(t: Path, r: Resources) -> Run:
+        ckpt = make(t, r)
+        return Run(onnx_export(t, ckpt), [ckpt, *_canary(t)], t / "model.onnx", fragments, names=str(ckpt))
+
+    return build
+
+
+def _onnx_export_args(*extra: str, fragments: tuple[str, ...], names: str, out: str | None = None) -> Callable:
+    """``medswin export`` of a good checkpoint with the arguments ``extra`` (``out``: the -o file name)."""
+
+    def build(t: Path, r: Resources) -> Run:
+        ckpt = Path(shutil.copy(r.ckpt, t / "checkpoint_best.pt"))
+        target = t / (out or "model.onnx")
+        return Run(onnx_export(t, ckpt, *extra, out=target), [ckpt], t / "model.onnx", fragments, names=names)
+
+    return build
+
+
+def _predict_onnx(make: Callable[[Path, Resources], Path], *fragments: str) -> Callable:
+    """``medswin predict --model`` the ONNX file ``make(tmp, resources)`` builds: refused naming it."""
+
+    def build(t: Path, r: Resources) -> Run:
+        path = scan(t / "scan.nii.gz")
+        model = make(t, r)
+        argv = ["predict", "-i", str(path), "-o", str(t / "out" / "seg.nii.gz"), "--model", str(model)]
+        inputs = [path, model] if model.is_file() else [path]
+        return Run(argv, inputs, t / "out", fragments, names=str(model))
+
+    return build
+
+
+def _foreign_onnx(t: Path, r: Resources) -> Path:
+    """A valid ONNX graph (Identity) that carries none of medswin's metadata (exported by another tool)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64, 64, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 64, 64, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    path = t / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    return path
 
 
 # --- processable -----------------------------------------------------------------------------
@@ -2206,6 +2261,72 @@ CASES: list[Case] = [
     ),
     # ---------------------------------------------------------------- checkpoints
     Case(
+        "onnx-export-ckpt-truncated",
+        "checkpoints",
+        "export",
+        "truncated checkpoint",
+        _onnx_export_ckpt(_truncated_ckpt, "truncated or corrupt checkpoint"),
+    ),
+    Case(
+        "onnx-export-ckpt-state-dict",
+        "checkpoints",
+        "export",
+        "a bare state dict",
+        _onnx_export_ckpt(_state_dict_ckpt, "not a medswin training checkpoint"),
+    ),
+    Case(
+        "onnx-export-ckpt-pickle-object",
+        "checkpoints",
+        "export",
+        "a pickle carrying a Python object",
+        _onnx_export_ckpt(_pickle_ckpt, "refused", "could run code"),
+    ),
+    Case(
+        "onnx-export-ckpt-other-model",
+        "checkpoints",
+        "export",
+        "another model's weights",
+        _onnx_export_ckpt(_other_model_ckpt, "do not fit swin_unetr_tiny"),
+    ),
+    Case(
+        "predict-onnx-random-bytes",
+        "checkpoints",
+        "predict",
+        "--model .onnx of random bytes",
+        _predict_onnx(
+            lambda t, r: _write(t / "model.onnx", bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8))),
+            "not a readable ONNX model",
+        ),  # fmt: skip
+    ),
+    Case(
+        "predict-onnx-empty",
+        "checkpoints",
+        "predict",
+        "--model .onnx of 0 bytes",
+        _predict_onnx(lambda t, r: _write(t / "model.onnx", b""), "empty ONNX file"),
+    ),
+    Case(
+        "predict-onnx-is-a-checkpoint",
+        "checkpoints",
+        "predict",
+        "--model .onnx that is a PyTorch checkpoint",
+        _predict_onnx(lambda t, r: Path(shutil.copy(r.ckpt, t / "model.onnx")), "not a readable ONNX model"),
+    ),
+    Case(
+        "predict-onnx-foreign",
+        "checkpoints",
+        "predict",
+        "--model .onnx without medswin's metadata",
+        _predict_onnx(_foreign_onnx, "without medswin's metadata", "medswin export"),
+    ),
+    Case(
+        "predict-onnx-missing",
+        "checkpoints",
+        "predict",
+        "--model .onnx that does not exist",
+        _predict_onnx(lambda t, r: t / "none.onnx", "ONNX model not found"),
+    ),
+    Case(
         "predict-ckpt-truncated",
         "checkpoints",
         "predict",
@@ -2696,6 +2817,27 @@ CASES: list[Case] = [
         ),
     ),
     Case("export-output-is-the-checkpoint", "arguments", "bundle export", "-o the checkpoint itself", _export_self),
+    Case(
+        "onnx-export-output-is-the-checkpoint",
+        "arguments",
+        "export",
+        "-o the checkpoint itself",
+        _onnx_export_args(fragments=("must end in .onnx",), names="checkpoint_best.pt", out="checkpoint_best.pt"),
+    ),
+    Case(
+        "onnx-export-roi",
+        "arguments",
+        "export",
+        "--roi the model cannot take",
+        _onnx_export_args("--roi", "50", "64", "32", fragments=("is not a multiple of 32",), names="roi_size (50"),
+    ),
+    Case(
+        "onnx-export-opset",
+        "arguments",
+        "export",
+        "--opset the exporter cannot write",
+        _onnx_export_args("--opset", "9", fragments=("opsets 18 to 23",), names="--opset 9"),
+    ),
     Case("export-missing-checkpoint", "arguments", "bundle export", "--ckpt that does not exist", _export_missing),
 ]
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..data.errors import DataError, root_data_error
-from . import adapt, bundle, data, demo, evaluate, models, predict, pretrain, train
+from . import adapt, bundle, data, demo, evaluate, export, models, predict, pretrain, train
 
-SUBCOMMANDS = (models, data, pretrain, train, predict, adapt, evaluate, demo, bundle)
+SUBCOMMANDS = (models, data, pretrain, train, predict, adapt, evaluate, export, demo, bundle)
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, TypeError, ImportError, DataError, PermissionError)
 
 

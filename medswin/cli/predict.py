@@ -45,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_predictor_arguments(p: argparse.ArgumentParser) -> None:
     """Model, dataset, weights, sliding-window and output-safety options shared by ``predict`` and ``adapt``."""
     p.add_argument(
-        "--model", required=True, help="medswin checkpoint (.pt) or a registered model name (then --dataset)"
+        "--model",
+        required=True,
+        help="medswin checkpoint (.pt), a model exported by medswin export (.onnx: run by ONNX Runtime), or a "
+        "registered model name (then --dataset)",
     )
     p.add_argument("--dataset", help="dataset spec of the model (needed with a model name)")
     p.add_argument("--datasets", action="append", default=[], metavar="YAML", help="extra dataset entries")
@@ -149,6 +152,8 @@ def load_model_arg(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None
     from ..checkpoint import load_checkpoint
     from ..models import model_kind
 
+    if is_onnx(args.model):
+        return "volume", None  # read by build_predictor (ONNX export is for volume models)
     if Path(args.model).exists():
         ckpt = load_checkpoint(args.model)
         return model_kind(ckpt["model_name"]), ckpt
@@ -157,8 +162,13 @@ def load_model_arg(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None
     return model_kind(args.model), None
 
 
+def is_onnx(model: str) -> bool:
+    """True when ``--model`` names an ONNX file."""
+    return model.lower().endswith(".onnx")
+
+
 def build_predictor(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> Any:
-    """A :class:`Predictor` from a loaded checkpoint, or from a model name + dataset (+ weights)."""
+    """A :class:`Predictor` from a loaded checkpoint, an ONNX file, or a model name + dataset (+ weights)."""
     from ..inference import Predictor
 
     sw = args.sw_batch_size
@@ -174,6 +184,8 @@ def build_predictor(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> An
         "compile": args.compile,
         "correction": input_correction(args),
     }
+    if is_onnx(args.model):
+        return onnx_predictor(args, options)
     if ckpt is not None:
         if args.weights:
             raise ValueError("--weights goes with a model name; a checkpoint carries its own weights")
@@ -192,6 +204,24 @@ def build_predictor(args: argparse.Namespace, ckpt: dict[str, Any] | None) -> An
     if options["roi_size"] is None and spec.roi_size is None:
         options["roi_size"] = get_entry(args.model).default_roi
     return Predictor(model, spec, **options)
+
+
+def onnx_predictor(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """A :class:`Predictor` running ``--model model.onnx`` in ONNX Runtime; the options that need PyTorch
+    weights are refused in one line each."""
+    from ..inference import Predictor
+
+    for flag, value in (("--weights", args.weights), ("--dataset", args.dataset), ("--datasets", args.datasets)):
+        if value:
+            raise ValueError(
+                f"{flag} does not go with an ONNX model: {args.model} carries its weights and dataset spec"
+            )
+    if getattr(args, "adapt", None) in METHOD_NAMES:
+        raise ValueError(
+            f"--adapt {args.adapt} updates PyTorch weights; {args.model} is an ONNX model: use the checkpoint, or an "
+            f"input-side correction ({', '.join(CORRECTIONS)})"
+        )
+    return Predictor.from_onnx(args.model, **{k: v for k, v in options.items() if v is not None})
 
 
 def input_correction(args: argparse.Namespace) -> Any:

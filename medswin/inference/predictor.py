@@ -190,6 +190,33 @@ class Predictor:
             options["roi_size"] = ckpt.get("roi_size")
         return cls(model, spec, **options)
 
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, threads: int | None = None, **options: Any) -> Predictor:
+        """A predictor for an ONNX file written by ``medswin export`` (spec and roi from its metadata), run by
+        ONNX Runtime in float32 with the same pre-processing, windows, blending and inversion.
+
+        Args:
+            path: the ``.onnx`` file.
+            threads: ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()``).
+            **options: the constructor's options, except those that need PyTorch weights (``adapter``,
+                ``compile``, a reduced-precision ``amp``); ``roi_size`` must be the exported roi.
+        """
+        from .onnx_runtime import OnnxModel, onnx_cuda_available
+
+        if options.get("adapter") is not None:
+            raise ValueError(f"{path}: test-time adapters update PyTorch weights; an ONNX model has none to update")
+        if options.get("compile"):
+            raise ValueError(f"{path}: --compile is torch.compile; an ONNX model runs in ONNX Runtime")
+        amp = options.pop("amp", "auto") or "auto"
+        if amp not in ("auto", "fp32"):
+            raise ValueError(f"{path}: the ONNX model runs in float32 (its exported precision), not --amp {amp}")
+        if options.get("device") in (None, "auto"):  # CUDA only where this onnxruntime can use it
+            options["device"] = "cuda" if resolve_device(None).type == "cuda" and onnx_cuda_available() else "cpu"
+        model = OnnxModel(path, resolve_device(options["device"]), threads)
+        if options.get("roi_size") is None:
+            options["roi_size"] = model.roi_size
+        return cls(model, model.spec, amp="fp32", **options)
+
     # ------------------------------------------------------------------ prediction
     def _adapt(self, image: torch.Tensor) -> None:
         if self.adapter is not None:  # episodic adapters reset themselves first

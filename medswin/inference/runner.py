@@ -66,7 +66,7 @@ class ModelRunner:
             check_roi(model, roi_size)
         self.model = model.eval()
         self.amp, self.mirror, self.channels_last = amp, bool(mirror), bool(channels_last)
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
         self.in_channels = getattr(model, "in_channels", None)
         autocast(amp, self.device)  # validates the policy for this device now, not at the first window
         self.net = self._compiled(model, compile) if compile else model
@@ -105,6 +105,14 @@ class ModelRunner:
             total = y if total is None else total.add_(y)
         assert total is not None
         return total.div_(len(MIRROR_AXES))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter, else of its first buffer (an ONNX Runtime model has no
+    parameters), else the CPU."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def predict_labels(model: nn.Module, image: torch.Tensor, roi_size: Sequence[int], **kwargs: Any) -> torch.Tensor:
