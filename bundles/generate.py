@@ -797,6 +797,27 @@ def readme(b: Bundle) -> str:
     roi_size = b.roi_size or spec.roi_size
     shape = [1, 2, *b.view_size] if b.biplanar else [1, spec.num_channels, *roi_size]
     roi = "views " + "x".join(map(str, b.view_size)) if b.biplanar else "roi " + "x".join(map(str, roi_size))
+    if b.biplanar:
+        onnx_monai = onnx_medswin = onnx_note = ""
+    else:
+        onnx_shape = [2, spec.num_channels, *roi_size]  # torch.export fixes an axis traced at size 1
+        onnx_monai = (
+            "# ONNX export, batch dynamic (torch.export of the same network_export)\n"
+            "python -m monai.bundle onnx_export network_export --filepath models/model.onnx --ckpt_file "
+            "models/model.pt --meta_file configs/metadata.json --config_file configs/inference.json --input_shape "
+            f"\"{onnx_shape}\" --converter_kwargs \"{{'input_names': ['image'], 'dynamic_axes': "
+            "{'image': {0: 'batch'}}}\"\n"
+        )
+        onnx_medswin = (
+            f"medswin bundle export {b.name} --format onnx     # models/model.onnx with the dataset spec: "
+            "medswin predict --model models/model.onnx\n"
+        )
+        onnx_note = (
+            " ONNX export (`onnx_export`, or `medswin bundle export --format onnx`, which also writes the dataset spec "
+            "into the file's metadata and checks the file in ONNX Runtime) goes through `torch.export` of the same "
+            "`network_export`: in plain-ops mode each image of a batch is gathered with the one-image window plan, so "
+            "the batch axis stays dynamic."
+        )
     preprocessing = (
         f"RAS orientation, {list(spec.target_spacing)} mm spacing, {spec.normalization['type']} normalisation"
     )
@@ -825,6 +846,9 @@ def readme(b: Bundle) -> str:
         preprocessing=preprocessing,
         dataset_dir=b.dataset_dir,
         shape=shape,
+        onnx_monai=onnx_monai,
+        onnx_medswin=onnx_medswin,
+        onnx_note=onnx_note,
         name=b.name,
         tiny=b.tiny,
         tiny_size=tiny_size,

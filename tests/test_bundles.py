@@ -24,6 +24,7 @@ from medswin.bundle import (
     check_targets,
     datalist,
     export_bundle,
+    export_bundle_onnx,
     instantiate_components,
     list_bundles,
     resolve_bundle,
@@ -310,6 +311,19 @@ def test_train_evaluate_infer_export_end_to_end(name, tmp_path):
     )
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
+    # ONNX export of the trained checkpoint (volume bundles): batch dynamic, the bundle's dataset spec inside
+    if name == "swin_x2s_spine":
+        with pytest.raises(ValueError, match="ONNX export is for volume"):
+            export_bundle_onnx(name, overrides=ov)
+        return
+    from medswin.inference.onnx_runtime import OnnxModel
+
+    runtime = OnnxModel(export_bundle_onnx(name, overrides=ov))
+    assert runtime.spec.to_dict() == spec.to_dict() and runtime.roi_size == tuple(shape[2:])
+    x = torch.rand(3, *shape[1:])
+    with torch.no_grad():
+        torch.testing.assert_close(runtime(x), net(x), rtol=0, atol=1e-3)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -402,6 +416,39 @@ def test_mni_bundle_predicts_the_real_demo_data_and_exports_with_plain_monai(tmp
     x = torch.rand(1, 1, 64, 64, 32)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(ts))(x), net(x), rtol=1e-4, atol=1e-4)
+
+    # ONNX: MONAI's `python -m monai.bundle onnx_export network_export ...` (a plain graph, batch dynamic) ...
+    import onnxruntime
+    from monai.bundle import onnx_export
+
+    plain = run_root / "models" / "monai.onnx"
+    onnx_export(
+        net_id="network_export",
+        filepath=str(plain),
+        ckpt_file=str(ts.with_suffix(".pt")),
+        meta_file=str(configs / "metadata.json"),
+        config_file=str(configs / "inference.json"),
+        input_shape=[2, 1, 64, 64, 32],
+        converter_kwargs={"input_names": ["image"], "dynamic_axes": {"image": {0: "batch"}}},
+    )
+    x = torch.rand(3, 1, 64, 64, 32)
+    with torch.no_grad():
+        got = onnxruntime.InferenceSession(str(plain)).run(None, {"image": x.numpy()})[0]
+        np.testing.assert_allclose(got, net(x).numpy(), rtol=0, atol=1e-3)
+    # ... and medswin's (the dataset spec inside): `medswin predict --model model.onnx` alone gives the labels of
+    # the same weights in PyTorch
+    assert main(["bundle", "export", "swin_unetr_mni_tissue", "--format", "onnx",
+                 "--override", f"bundle_root={run_root}"]) == 0  # fmt: skip
+    onnx_file = run_root / "models" / "model.onnx"
+    assert onnx_file.is_file()
+    for model in ([str(onnx_file)], ["swin_unetr_tiny", "--dataset", "mni-tissue", "--weights",
+                                      str(ts.with_suffix(".pt")), "--amp", "fp32"]):  # fmt: skip
+        out = run_root / f"{'onnx' if model[0].endswith('.onnx') else 'torch'}_seg.nii.gz"
+        assert main(["predict", "-i", str(source), "-o", str(out), "--model", *model]) == 0
+    ort_labels = np.asarray(nib.load(str(run_root / "onnx_seg.nii.gz")).dataobj)
+    torch_labels = np.asarray(nib.load(str(run_root / "torch_seg.nii.gz")).dataobj)
+    assert ort_labels.shape == torch_labels.shape == (99, 117, 38)
+    assert (ort_labels == torch_labels).mean() >= 0.999
 
 
 def _mkdir(path: Path) -> Path:

@@ -6,13 +6,13 @@
     export_bundle("swin_unetr_mni_tissue")                                # models/model.pt -> models/model.ts
 
 * :mod:`.runner`: finding bundles, running a config through ``monai.bundle.run``, verifying them;
-* :mod:`.export`: TorchScript export of a trained checkpoint, checked against the eager model;
+* :mod:`.export`: TorchScript or ONNX export of a trained checkpoint, checked against the eager model;
 * :mod:`.components`: what the configs reference by dotted path (``medswin.bundle.datalist``,
   ``BiplanarPair``, ``RegionsToLabelsd``, ``BiplanarLabelGridd``, ``for_export``).
 """
 
 from .components import BiplanarLabelGridd, BiplanarPair, RegionsToLabelsd, datalist
-from .export import compare_export, export_bundle, for_export, trace_input_shape
+from .export import compare_export, export_bundle, export_bundle_onnx, for_export, trace_input_shape
 from .runner import (
     CONFIGS,
     check_targets,
@@ -39,6 +39,7 @@ __all__ = [
     "config_parser",
     "datalist",
     "export_bundle",
+    "export_bundle_onnx",
     "find_bundles_dir",
     "for_export",
     "instantiate_components",

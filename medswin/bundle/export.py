@@ -1,7 +1,9 @@
-"""TorchScript export of a bundle's trained checkpoint (``monai.bundle.ckpt_export`` by tracing), checked.
+"""Export of a bundle's trained checkpoint, checked: TorchScript (``monai.bundle.ckpt_export`` by tracing) or
+ONNX (medswin's exporter, with the dataset spec in the file's metadata).
 
-    from medswin.bundle import export_bundle
+    from medswin.bundle import export_bundle, export_bundle_onnx
     export_bundle("swin_unetr_mni_tissue")             # models/model.pt -> models/model.ts
+    export_bundle_onnx("swin_unetr_mni_tissue")        # models/model.pt -> models/model.onnx
 
 ``network_export`` in every ``inference.json`` is :func:`for_export` of ``network_def``: the same
 weights, with medswin's fused CPU kernels run as plain ops while traced
@@ -108,6 +110,61 @@ def export_bundle(
         diffs[-1],
     )
     return out
+
+
+def export_bundle_onnx(
+    bundle: str | os.PathLike,
+    ckpt_file: str | os.PathLike | None = None,
+    out_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    bundles_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Export the checkpoint (default: ``models/model.pt``) to ONNX (default: ``models/model.onnx`` next to it)
+    with :func:`medswin.inference.onnx_export.export_onnx`: the inference config's ``network_def`` with the
+    checkpoint's weights at its ``roi_size``, dynamic batch, the bundle's dataset spec in the metadata (so
+    ``medswin predict --model models/model.onnx`` needs nothing else), checked against PyTorch in ONNX Runtime.
+
+    Args:
+        bundle: bundle name or folder.
+        ckpt_file: the weights (a state dict of ``network_def``).
+        out_file: the ``.onnx`` file.
+        overrides: config overrides (``model_name``, ``roi_size``, ...).
+        bundles_dir: where the bundles are.
+    """
+    from ..data.spec import get_dataset_spec
+    from ..inference.onnx_export import export_onnx
+
+    bundle_dir = resolve_bundle(bundle, bundles_dir)
+    values = {"bundle_root": str(bundle_dir), **dict(overrides or {})}
+    parser = config_parser(config_files(bundle_dir, "inference"), bundle_dir, values)
+    default = Path(str(parser.get_parsed_content("ckpt_path")))
+    ckpt = Path(ckpt_file or default)
+    if not ckpt.exists():
+        raise ValueError(f"bundle {bundle_dir.name}: no checkpoint at {ckpt}; train first or pass the checkpoint file")
+    check_weights(bundle_dir, parser, ckpt)
+    check_roi_size(parser)
+    dataset = parser.get_parsed_content("dataset_name") if "dataset_name" in parser else None
+    if not dataset or "roi_size" not in parser:
+        raise ValueError(
+            f"bundle {bundle_dir.name}: ONNX export is for volume-model bundles (a dataset and a roi_size)"
+        )
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(str(ckpt), map_location="cpu", weights_only=True))
+    options = {
+        k: parser.get_parsed_content(f"network_def#{k}")
+        for k in parser["network_def"]
+        if not k.startswith("_") and k not in ("name", "in_channels", "out_channels")
+    }
+    done = export_onnx(
+        net,
+        get_dataset_spec(str(dataset)),
+        [int(s) for s in parser.get_parsed_content("roi_size")],
+        Path(out_file or default.with_suffix(".onnx")),
+        sources=[ckpt],
+        model_name=str(parser.get_parsed_content("model_name")) if "model_name" in parser else None,
+        model_kwargs=options,
+    )
+    return done.path
 
 
 def compare_export(

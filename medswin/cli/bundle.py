@@ -37,10 +37,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(verify)
     verify.set_defaults(func=run_verify)
 
-    export = bundle_sub.add_parser("export", help="TorchScript export (traced) of a trained checkpoint, checked")
+    export = bundle_sub.add_parser(
+        "export", help="TorchScript (traced) or ONNX export of a trained checkpoint, checked against PyTorch"
+    )
     export.add_argument("name", help="bundle name or folder")
     export.add_argument("--ckpt", help="checkpoint (default: the bundle's models/model.pt)")
-    export.add_argument("-o", "--out", help="TorchScript file (default: the bundle's models/model.ts)")
+    export.add_argument(
+        "--format",
+        default="torchscript",
+        choices=["torchscript", "onnx"],
+        help="torchscript (models/model.ts) or onnx (models/model.onnx: dynamic batch, dataset spec inside, for "
+        "medswin predict --model and ONNX Runtime)",
+    )
+    export.add_argument("-o", "--out", help="the exported file (default: the bundle's models/model.ts or .onnx)")
     _common(export)
     export.set_defaults(func=run_export)
 
@@ -101,8 +110,9 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Export and print the TorchScript file's path."""
-    from ..bundle import export_bundle
+    """Export and print the exported file's path."""
+    from ..bundle import export_bundle, export_bundle_onnx
 
-    print(export_bundle(args.name, args.ckpt, args.out, parse_overrides(args.override), args.bundles_dir))
+    export = export_bundle_onnx if args.format == "onnx" else export_bundle
+    print(export(args.name, args.ckpt, args.out, parse_overrides(args.override), args.bundles_dir))
     return 0
