@@ -57,23 +57,15 @@ def export_bundle(
 
     The config's ``network_export`` (:func:`for_export` of ``network_def``) is traced
     (``use_trace=True``) at the inference roi: ``torch.jit.script`` rejects the models' Python
-    control flow (a ``ModuleList`` iterated with a run-time list, autocast checks) and
-    ``torch.export`` stops at data-dependent sizes in the window gathers.  The traced module is
+    control flow (a ``ModuleList`` iterated with a run-time list, autocast checks); ``torch.export`` of the
+    same network is the ONNX path (:func:`export_bundle_onnx`).  The traced module is
     specialised to that input size, which is what sliding-window inference feeds it.  The export is written atomically,
     reloaded with ``torch.jit.load`` and compared with the eager ``network_def`` (fused kernels) on
     a random input (``atol``); a mismatch is an error.
     """
     from monai.bundle import ckpt_export
 
-    bundle_dir = resolve_bundle(bundle, bundles_dir)
-    values = {"bundle_root": str(bundle_dir), **dict(overrides or {})}
-    parser = config_parser(config_files(bundle_dir, "inference"), bundle_dir, values)
-    default = Path(str(parser.get_parsed_content("ckpt_path")))
-    ckpt = Path(ckpt_file or default)
-    if not ckpt.exists():
-        raise ValueError(f"bundle {bundle_dir.name}: no checkpoint at {ckpt}; train first or pass the checkpoint file")
-    check_weights(bundle_dir, parser, ckpt)  # a readable, weights-only file that fits network_def
-    check_roi_size(parser)
+    bundle_dir, values, parser, ckpt, default = _checked_checkpoint(bundle, ckpt_file, overrides, bundles_dir)
     out = Path(out_file or default.with_suffix(".ts"))
     check_outputs([out], [ckpt])
     shape = trace_input_shape(bundle_dir, values)
@@ -134,15 +126,7 @@ def export_bundle_onnx(
     from ..data.spec import get_dataset_spec
     from ..inference.onnx_export import export_onnx
 
-    bundle_dir = resolve_bundle(bundle, bundles_dir)
-    values = {"bundle_root": str(bundle_dir), **dict(overrides or {})}
-    parser = config_parser(config_files(bundle_dir, "inference"), bundle_dir, values)
-    default = Path(str(parser.get_parsed_content("ckpt_path")))
-    ckpt = Path(ckpt_file or default)
-    if not ckpt.exists():
-        raise ValueError(f"bundle {bundle_dir.name}: no checkpoint at {ckpt}; train first or pass the checkpoint file")
-    check_weights(bundle_dir, parser, ckpt)
-    check_roi_size(parser)
+    bundle_dir, _, parser, ckpt, default = _checked_checkpoint(bundle, ckpt_file, overrides, bundles_dir)
     dataset = parser.get_parsed_content("dataset_name") if "dataset_name" in parser else None
     if not dataset or "roi_size" not in parser:
         raise ValueError(
@@ -165,6 +149,26 @@ def export_bundle_onnx(
         model_kwargs=options,
     )
     return done.path
+
+
+def _checked_checkpoint(
+    bundle: str | os.PathLike,
+    ckpt_file: str | os.PathLike | None,
+    overrides: Mapping[str, Any] | None,
+    bundles_dir: str | os.PathLike | None,
+) -> tuple[Path, dict[str, Any], Any, Path, Path]:
+    """``(bundle folder, config values, inference parser, checkpoint, the config's ckpt_path)`` for an export: the
+    checkpoint exists, is a readable weights-only file that fits ``network_def``, and the roi fits the network."""
+    bundle_dir = resolve_bundle(bundle, bundles_dir)
+    values = {"bundle_root": str(bundle_dir), **dict(overrides or {})}
+    parser = config_parser(config_files(bundle_dir, "inference"), bundle_dir, values)
+    default = Path(str(parser.get_parsed_content("ckpt_path")))
+    ckpt = Path(ckpt_file or default)
+    if not ckpt.exists():
+        raise ValueError(f"bundle {bundle_dir.name}: no checkpoint at {ckpt}; train first or pass the checkpoint file")
+    check_weights(bundle_dir, parser, ckpt)
+    check_roi_size(parser)
+    return bundle_dir, values, parser, ckpt, default
 
 
 def compare_export(
