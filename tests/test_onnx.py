@@ -14,7 +14,7 @@ from medswin.checkpoint import save_checkpoint
 from medswin.cli import main
 from medswin.data.spec import get_dataset_spec
 from medswin.inference import Predictor
-from medswin.inference.onnx_export import ONNX_OPSET, export_onnx
+from medswin.inference.onnx_export import METADATA_KEYS, ONNX_OPSET, export_onnx
 from medswin.inference.onnx_runtime import OnnxModel
 from medswin.models import create_model, list_models, model_kind
 
@@ -63,6 +63,7 @@ def test_every_volume_model_exports_with_a_dynamic_batch_and_its_spec(name, spec
     dims = image.type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, *ROI]  # batch symbolic, the rest fixed
     meta = {p.key: p.value for p in proto.metadata_props}
+    assert set(meta) == set(METADATA_KEYS)  # every documented key, and only those
     assert json.loads(meta["medswin.spec"]) == spec.to_dict()
     assert json.loads(meta["medswin.roi_size"]) == list(ROI) and meta["medswin.model_name"] == name
     assert json.loads(meta["medswin.input"])["shape"] == ["batch", 1, *ROI]

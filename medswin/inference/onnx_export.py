@@ -94,8 +94,12 @@ class _PlainOpsForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with plain_ops():
-            y = self.model(x)
-        return y[0] if isinstance(y, (tuple, list)) else y
+            return _main_output(self.model(x))
+
+
+def _main_output(y: Any) -> torch.Tensor:
+    """The logits of a model's output (models returning a tuple give their main output first)."""
+    return y[0] if isinstance(y, (tuple, list)) else y
 
 
 def onnx_metadata(
@@ -273,8 +277,7 @@ def compare_with_eager(onnx_file: str | os.PathLike, model: nn.Module, x: torch.
     session = ort_session(onnx_file)
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
-        y = model(x)
-    expected = (y[0] if isinstance(y, (tuple, list)) else y).numpy()
+        expected = _main_output(model(x)).numpy()
     return float(np.abs(got - expected).max()), float(np.abs(expected).max())
 
 
